@@ -1,0 +1,176 @@
+"""Load and validate workflow configs against the one schema the Snakefile also uses.
+
+`validate` fills defaults in place and raises `ConfigError` naming the offending key and what is
+allowed there. The Snakefile calls it at load time; every `miqd` command calls it on what it gets.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from miqd.distort.corruptions import available_corruptions
+from miqd.io import InputError
+
+
+class ConfigError(InputError):
+    """The config is invalid; the message names the key."""
+
+
+@cache
+def schema() -> dict:
+    text = resources.files("miqd").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _resolve(node: dict, root: dict) -> dict:
+    while isinstance(node, dict) and "$ref" in node:
+        ref = node["$ref"]
+        if not ref.startswith("#/"):
+            raise ValueError(f"only local $ref supported, got {ref}")
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def _fill_defaults(instance: Any, node: dict, root: dict) -> None:
+    node = _resolve(node, root)
+    if not isinstance(instance, dict):
+        return
+    for key, sub in node.get("properties", {}).items():
+        sub = _resolve(sub, root)
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            _fill_defaults(instance[key], sub, root)
+
+
+def _key(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def _message(err: jsonschema.ValidationError) -> str:
+    where = _key(err.absolute_path)
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed))
+        keys = ", ".join(f"{where}.{k}" if err.absolute_path else k for k in extra)
+        return f"unknown key {keys}; allowed keys here: {', '.join(allowed)}"
+    if err.validator == "required":
+        return f"key {where}: {err.message}"
+    return f"key {where}: {err.message}"
+
+
+def validate(config: dict, whole_workflow: bool = True) -> dict:
+    """Fill defaults into `config` (in place), check it, and return it.
+
+    `whole_workflow=False` is for a stage job's slice of the config (`stage_json`), which carries
+    only the keys that stage reads.
+    """
+    root = schema()
+    _fill_defaults(config, root, root)
+    validator = jsonschema.Draft202012Validator(root)
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        raise ConfigError("invalid config: " + "; ".join(_message(e) for e in errors))
+    _check_semantics(config, whole_workflow)
+    return config
+
+
+def _check_semantics(config: dict, whole_workflow: bool) -> None:
+    known = available_corruptions()
+    for i, name in enumerate(config["distort"]["corruptions"]):
+        if name not in known:
+            raise ConfigError(
+                f"invalid config: key distort.corruptions[{i}]: unknown corruption {name!r}; "
+                f"allowed: {', '.join(known)}"
+            )
+    blend = config["distort"]["blend"]
+    for key in ("kernel", "smooth_kernel"):
+        if blend[key] % 2 == 0:
+            raise ConfigError(f"invalid config: key distort.blend.{key}: {blend[key]} must be odd")
+    lo, hi = blend["band"]
+    if not lo < hi:
+        raise ConfigError(f"invalid config: key distort.blend.band: {lo} must be below {hi}")
+    # the severity scheme checks its own ranks / candidates
+    from miqd.distort.levels import SeverityScheme
+
+    ranked = config["distort"]["psnr_ranked"]
+    try:
+        SeverityScheme(config["distort"]["severity_scheme"],
+                       tuple(ranked["candidate_severities"]), tuple(ranked["ranks"]))
+    except InputError as err:
+        raise ConfigError(f"invalid config: key {err}") from None
+
+    for dataset in config["roi"]:
+        roi = config["roi"][dataset]
+        need = {"coco_gt": "annotations", "files": "dir"}[roi["method"]]
+        if need not in roi:
+            raise ConfigError(
+                f"invalid config: key roi.{dataset}.{need} is required by method {roi['method']!r}"
+            )
+    for dataset in config["sources"]:
+        sel = config["select"][dataset]
+        if sel["method"] == "list" and "list" not in sel:
+            raise ConfigError(
+                f"invalid config: key select.{dataset}.list is required by method 'list'"
+            )
+        if dataset not in config["roi"]:
+            if not whole_workflow:
+                continue
+            raise ConfigError(
+                f"invalid config: key roi.{dataset} is missing; say where its ROI masks come "
+                f"from (method coco_gt with `annotations`, or files with `dir`)"
+            )
+
+
+def load(source: str | Path, whole_workflow: bool = True) -> dict:
+    """A validated config from a YAML file path or an inline JSON object (as rules pass it)."""
+    text = str(source)
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"invalid inline config JSON: {err}") from None
+    else:
+        path = Path(text)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {text[:80]!r} is not a mapping")
+    return validate(data, whole_workflow)
+
+
+_STAGE_KEYS = {
+    "select": ("outdir", "seed", "sources", "select"),
+    "roi": ("outdir", "roi"),
+    "distort": ("outdir", "seed", "distort"),
+}
+
+
+def stage_json(config: dict, stage: str, dataset: str | None = None) -> str:
+    """The part of the config a stage job reads, as compact JSON for the rule's `params`.
+
+    Snakemake reruns a job when its params change, so passing only the stage's own keys (and only
+    the job's dataset) reruns exactly the jobs a config edit affects.
+    """
+    sub: dict = {}
+    for key in _STAGE_KEYS[stage]:
+        value = config[key]
+        if dataset is not None and key in ("sources", "select", "roi"):
+            value = {dataset: value[dataset]} if dataset in value else {}
+        sub[key] = value
+    return json.dumps(sub, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,139 @@
+"""File I/O shared by every stage: atomic writes, image and mask reading, PNG and Parquet output.
+
+Every output goes through a temporary file in the destination folder and `os.replace`, so a
+killed job never leaves a truncated file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, UnidentifiedImageError
+
+
+def _file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()  # what open() would give; mkstemp alone would make files 0600
+
+
+class InputError(ValueError):
+    """Bad input a user must fix: the message names the file or key and what to do."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, _FILE_MODE)
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to RGB uint8 (H, W, 3); grayscale, palette and CMYK are converted."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image {path} does not exist; check the source paths in the config")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            rgb = im.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise InputError(
+            f"image {path} cannot be decoded ({err}); replace or remove the file"
+        ) from err
+    return np.asarray(rgb, dtype=np.uint8).copy()
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except FileNotFoundError as err:
+        raise InputError(f"image {path} does not exist; check the source paths in the config") from err
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise InputError(f"image {path} cannot be read ({err}); replace or remove the file") from err
+
+
+def read_mask(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray:
+    """Read a binary ROI mask (any non-zero pixel is ROI) and check it is `shape` = (H, W)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"ROI mask {path} does not exist; run the roi stage or fix roi.*.dir")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = np.asarray(im.convert("L"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise InputError(f"ROI mask {path} cannot be decoded ({err})") from err
+    if arr.shape != tuple(shape):
+        raise InputError(
+            f"ROI mask {path} is {arr.shape[1]}x{arr.shape[0]} (WxH) but its image is "
+            f"{shape[1]}x{shape[0]}; masks must be pixel-aligned with their source image"
+        )
+    return arr > 0
+
+
+def encode_png(rgb: np.ndarray, compression: int) -> bytes:
+    """PNG bytes of an RGB uint8 image; zlib level `compression` (0-9) trades size for speed."""
+    ok, buf = cv2.imencode(
+        ".png", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, compression]
+    )
+    if not ok:  # pragma: no cover - cv2 only fails on invalid arrays
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def write_mask_png(path: str | os.PathLike, mask: np.ndarray) -> None:
+    """Save a boolean mask as an 8-bit grayscale PNG (0 background, 255 ROI)."""
+    ok, buf = cv2.imencode(".png", mask.astype(np.uint8) * 255, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    if not ok:  # pragma: no cover
+        raise RuntimeError("PNG encoding failed")
+    write_bytes(path, buf.tobytes())
+
+
+def write_table(path: str | os.PathLike, table: pd.DataFrame | pa.Table) -> None:
+    """Write a Parquet table atomically; same rows in the same order give the same bytes."""
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"table {path} does not exist; run the stage that writes it first")
+    return pq.read_table(path).to_pandas()

@@ -1,0 +1,81 @@
+"""Names and paths: the published MIQD-2.5M layout and the workflow's own tables, in one place.
+
+The Snakefile and every stage take their paths from here, so a rule's output and the file the
+CLI writes cannot drift apart.
+
+Published layout (seeds/miqd_readme.md)::
+
+    miqa_cls/images/<id>/<id>_<corruption>_<level>.png          uniform distortion (UD)
+    miqa_cls/images/<id>/<id>_<corruption>_<roi>_<bg>.png       ROI-DD (roi > bg), BG-DD (roi < bg)
+    miqa_cls/src_images/<id>.<ext>
+    miqa_det/...                                                COCO; shared by det and ins
+
+The UD name is the one the published examples show (`..._contrast_1.png`); the paper does not
+show the mixed-region names, so they carry both levels, ROI first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+LEVELS = (1, 2, 3, 4, 5)
+PAIRS: tuple[tuple[int, int], ...] = tuple((r, b) for r in LEVELS for b in LEVELS)
+
+DATASETS = ("imagenet", "coco")
+DATASET_FOLDER = {"imagenet": "miqa_cls", "coco": "miqa_det"}
+TASK_DATASET = {"cls": "imagenet", "det": "coco", "ins": "coco"}
+
+
+def region_type(roi_level: int, bg_level: int) -> str:
+    if roi_level == bg_level:
+        return "UD"
+    return "ROI-DD" if roi_level > bg_level else "BG-DD"
+
+
+def distorted_name(image_id: str, corruption: str, roi_level: int, bg_level: int) -> str:
+    if roi_level == bg_level:
+        return f"{image_id}_{corruption}_{roi_level}.png"
+    return f"{image_id}_{corruption}_{roi_level}_{bg_level}.png"
+
+
+def distorted_relpath(dataset: str, image_id: str, corruption: str, roi: int, bg: int) -> str:
+    """Path of a distorted image relative to the output root (`outdir`)."""
+    name = distorted_name(image_id, corruption, roi, bg)
+    return f"{DATASET_FOLDER[dataset]}/images/{image_id}/{name}"
+
+
+def source_copy_relpath(dataset: str, image_id: str, suffix: str) -> str:
+    return f"{DATASET_FOLDER[dataset]}/src_images/{image_id}{suffix}"
+
+
+def shard_ids(n_shards: int) -> list[str]:
+    width = max(3, len(str(n_shards - 1)))
+    return [f"{k:0{width}d}" for k in range(n_shards)]
+
+
+def select_table(outdir: str, dataset: str, shard: str) -> str:
+    return str(Path(outdir) / "select" / dataset / f"shard-{shard}.parquet")
+
+
+def roi_table(outdir: str, dataset: str, shard: str) -> str:
+    return str(Path(outdir) / "roi" / dataset / f"shard-{shard}.parquet")
+
+
+def roi_mask(outdir: str, dataset: str, image_id: str) -> str:
+    return str(Path(outdir) / "roi" / dataset / "masks" / f"{image_id}.png")
+
+
+def distort_manifest(outdir: str, dataset: str, shard: str) -> str:
+    return str(Path(outdir) / "distort" / dataset / f"shard-{shard}.parquet")
+
+
+def distort_levels(outdir: str, dataset: str, shard: str) -> str:
+    return str(Path(outdir) / "distort" / dataset / f"shard-{shard}.levels.parquet")
+
+
+def distort_manifest_merged(outdir: str, dataset: str) -> str:
+    return str(Path(outdir) / "distort" / f"{dataset}.parquet")
+
+
+def log_path(outdir: str, stage: str, name: str) -> str:
+    return str(Path(outdir) / "logs" / stage / f"{name}.log")
