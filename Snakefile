@@ -1,11 +1,15 @@
 # miqd: build MIQD-2.5M (or the embedded demo) and, stage by stage, everything derived from it.
-# The default config is the embedded demo; the full database: --configfile config/miqd25m.yaml
+# Default config: the embedded demo. Full database: --configfile config/miqd25m.yaml
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The embedded demo is the default. A --configfile replaces it instead of being merged into it,
+# so no demo key (e.g. `materialize`) can leak into a full-scale run.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"

@@ -22,5 +22,24 @@ def stage_params(stage):
     return lambda wildcards: miqd.config.stage_json(config, stage, wildcards.dataset)
 
 
+def select_inputs(wildcards):
+    src = config["sources"][wildcards.dataset]
+    sel = config["select"][wildcards.dataset]
+    inputs = {"labels": src["ground_truth"] if wildcards.dataset == "imagenet" else src["annotations"]}
+    if "materialize" in src:
+        inputs["images"] = src["images"]
+    if sel["method"] == "list":
+        inputs["list"] = sel["list"]
+    return inputs
+
+
+def roi_inputs(wildcards):
+    inputs = {"sources": layout.select_table(OUTDIR, wildcards.dataset, wildcards.shard)}
+    roi = config["roi"][wildcards.dataset]
+    if roi["method"] == "coco_gt":
+        inputs["annotations"] = roi["annotations"]
+    return inputs
+
+
 def all_targets():
     return [layout.distort_manifest_merged(OUTDIR, d) for d in DATASETS]

@@ -1,14 +1,6 @@
 # Stage 2, roi: a binary ROI mask per selected source (method explicit in config).
 
 
-def roi_inputs(wildcards):
-    inputs = {"sources": layout.select_table(OUTDIR, wildcards.dataset, wildcards.shard)}
-    roi = config["roi"][wildcards.dataset]
-    if roi["method"] == "coco_gt":
-        inputs["annotations"] = roi["annotations"]
-    return inputs
-
-
 rule roi:
     input:
         unpack(roi_inputs),

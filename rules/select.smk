@@ -1,17 +1,6 @@
 # Stage 1, select: the candidates of each shard and which of them become sources.
 
 
-def select_inputs(wildcards):
-    src = config["sources"][wildcards.dataset]
-    sel = config["select"][wildcards.dataset]
-    inputs = {"labels": src["ground_truth"] if wildcards.dataset == "imagenet" else src["annotations"]}
-    if "materialize" in src:
-        inputs["images"] = src["images"]
-    if sel["method"] == "list":
-        inputs["list"] = sel["list"]
-    return inputs
-
-
 # The embedded demo's photos are written out of their packages by a rule, once per demo set.
 for _dataset, _src in config["sources"].items():
     if "materialize" in _src:

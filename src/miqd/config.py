@@ -121,7 +121,11 @@ def _check_semantics(config: dict, whole_workflow: bool) -> None:
             raise ConfigError(
                 f"invalid config: key roi.{dataset}.{need} is required by method {roi['method']!r}"
             )
-    for dataset in config["sources"]:
+    for dataset, src in config["sources"].items():
+        if "images" not in src:
+            if "materialize" not in src:
+                raise ConfigError(f"invalid config: key sources.{dataset}.images is required")
+            src["images"] = str(Path(config["outdir"]) / "demo_sources" / dataset)
         sel = config["select"][dataset]
         if sel["method"] == "list" and "list" not in sel:
             raise ConfigError(

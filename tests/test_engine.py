@@ -1,0 +1,104 @@
+"""The distort stage end to end on small real images: files, names, manifest, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from helpers import box_mask, write_sources
+from miqd import layout
+from miqd.distort import engine
+from miqd.distort.corruptions import available_corruptions
+from miqd.distort.levels import SeverityScheme
+from miqd.quality import luma
+from miqd.seeding import rng_for
+from miqd.distort.corruptions import get_corruption
+
+
+@pytest.fixture(scope="module")
+def one_source(tmp_path_factory, demo_images):
+    tmp = tmp_path_factory.mktemp("engine")
+    image = demo_images["demo_val_00000002"][60:220, 100:300].copy()  # 200x160 crop
+    mask = box_mask(image.shape[:2], 40, 50, 130, 150)
+    select_path, roi_path = write_sources(tmp, {"cup": image}, {"cup": mask})
+    settings = engine.DistortSettings(tuple(available_corruptions()), SeverityScheme("imagenet_c"))
+    out = tmp / "out"
+    manifest = engine.run(select_path, roi_path, str(tmp / "m.parquet"), str(tmp / "l.parquet"),
+                          "imagenet", str(out), settings)
+    return dict(tmp=tmp, out=out, image=image, mask=mask, manifest=manifest, settings=settings)
+
+
+def test_writes_250_pngs_in_the_published_layout(one_source):
+    out = one_source["out"]
+    files = sorted(p.relative_to(out).as_posix() for p in (out / "miqa_cls" / "images").rglob("*.png"))
+    expected = sorted(
+        f"miqa_cls/images/cup/cup_{c}_{r}.png" if r == b else f"miqa_cls/images/cup/cup_{c}_{r}_{b}.png"
+        for c in available_corruptions() for r in range(1, 6) for b in range(1, 6)
+    )
+    assert files == expected
+    assert (out / "miqa_cls" / "src_images" / "cup.png").is_file()
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_manifest_rows_and_region_types(one_source):
+    m = one_source["manifest"]
+    assert len(m) == 250
+    assert list(m.columns) == [f.name for f in engine.MANIFEST_SCHEMA]
+    counts = m.groupby("region_type").size().to_dict()
+    assert counts == {"UD": 50, "ROI-DD": 100, "BG-DD": 100}
+    assert (m.loc[m.region_type == "ROI-DD", "roi_level"] > m.loc[m.region_type == "ROI-DD", "bg_level"]).all()
+    assert set(m.category) == {"digital", "blur", "environment", "noise"}
+    assert (m.width == 200).all() and (m.height == 160).all()
+
+
+def test_manifest_psnr_and_ssim_match_skimage_on_the_written_files(one_source):
+    m, out, image = one_source["manifest"], one_source["out"], one_source["image"]
+    for row in m.sample(25, random_state=0).itertuples():
+        written = np.asarray(Image.open(out / row.path).convert("RGB"))
+        assert row.psnr == pytest.approx(peak_signal_noise_ratio(image, written, data_range=255), abs=1e-9)
+        expected = structural_similarity(luma(image), luma(written), gaussian_weights=True,
+                                         sigma=1.5, use_sample_covariance=False, data_range=255)
+        assert row.ssim == pytest.approx(expected, abs=1e-9)
+
+
+def test_uniform_images_are_the_corruption_and_mixed_images_take_each_region_from_its_level(one_source):
+    out, image, mask = one_source["out"], one_source["image"], one_source["mask"]
+
+    def load(c, r, b):
+        return np.asarray(Image.open(out / layout.distorted_relpath("imagenet", "cup", c, r, b)))
+
+    for c in ("gaussian_noise", "fog", "pixelate"):
+        level = {s: get_corruption(c)(image, s, rng_for(0, "cup", c, float(s))) for s in range(1, 6)}
+        for s in range(1, 6):
+            np.testing.assert_array_equal(load(c, s, s), level[s])
+        mixed = load(c, 5, 1)
+        core = np.zeros_like(mask)
+        core[42:128, 52:148] = True  # inside the mask eroded by 2 px
+        far = np.ones_like(mask)
+        far[:, 10:190] = False  # > 32 px from the box
+        np.testing.assert_array_equal(mixed[core], level[5][core])
+        np.testing.assert_array_equal(mixed[far], level[1][far])
+
+
+def test_levels_table(one_source):
+    levels = pd.read_parquet(one_source["tmp"] / "l.parquet")
+    assert len(levels) == 50  # imagenet_c: 5 per corruption
+    assert levels.level.tolist() == levels["rank"].tolist()
+
+
+def test_output_does_not_depend_on_worker_count(tmp_path, demo_images):
+    images = {k: demo_images[k][:120, :160].copy() for k in ("demo_val_00000001", "000000000002", "000000000003")}
+    masks = {k: box_mask(v.shape[:2], 30, 40, 90, 120) for k, v in images.items()}
+    select_path, roi_path = write_sources(tmp_path, images, masks)
+    settings = engine.DistortSettings(("glass_blur", "snow", "gaussian_noise"), seed=11)
+    results = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        engine.run(select_path, roi_path, str(out / "m.parquet"), str(out / "l.parquet"), "coco",
+                   str(out), settings, workers=workers)
+        results[workers] = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert len(results[1]) == 3 * 3 * 25 + 3 + 2
+    assert results[1] == results[2]
