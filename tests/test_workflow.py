@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -18,9 +19,10 @@ UPSTREAM = REPO / "resources" / "upstream"
 
 
 def snakemake(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=REPO,
+    """Snakemake as a user runs it: the environment's bin (with `miqd`) first on PATH."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
-    return proc
 
 
 def job_counts(output: str) -> dict[str, int]:

@@ -66,7 +66,7 @@ def cmd_corrupt(args) -> None:
     image = read_image(args.image)
     image_id = Path(args.image).stem
     out = corruption(image, args.severity, rng_for(args.seed, image_id, corruption.name, args.severity))
-    write_bytes(args.out, encode_png(out, 6))
+    write_bytes(args.out, encode_png(out))
     print(f"{args.out}: {corruption.name} severity {args.severity:g} "
           f"({corruption.describe(corruption.params_at(args.severity))})")
 

@@ -106,11 +106,22 @@ def read_mask(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray:
     return arr > 0
 
 
-def encode_png(rgb: np.ndarray, compression: int) -> bytes:
-    """PNG bytes of an RGB uint8 image; zlib level `compression` (0-9) trades size for speed."""
-    ok, buf = cv2.imencode(
-        ".png", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, compression]
-    )
+PNG_STRATEGIES = {
+    "rle": cv2.IMWRITE_PNG_STRATEGY_RLE,
+    "default": cv2.IMWRITE_PNG_STRATEGY_DEFAULT,
+    "filtered": cv2.IMWRITE_PNG_STRATEGY_FILTERED,
+    "huffman_only": cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY,
+}
+
+
+def encode_png(rgb: np.ndarray, compression: int = 1, strategy: str = "rle") -> bytes:
+    """PNG bytes of an RGB uint8 image (lossless whatever the settings).
+
+    zlib's run-length strategy is the default: on photos it compresses about as well as level 9
+    of the default strategy at the cost of level 1 (see the README's performance section).
+    """
+    params = [cv2.IMWRITE_PNG_COMPRESSION, compression, cv2.IMWRITE_PNG_STRATEGY, PNG_STRATEGIES[strategy]]
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]), params)
     if not ok:  # pragma: no cover - cv2 only fails on invalid arrays
         raise RuntimeError("PNG encoding failed")
     return buf.tobytes()

@@ -22,8 +22,8 @@ _PAD = (_WIN - 1) // 2
 
 
 def psnr(reference: np.ndarray, image: np.ndarray) -> float:
-    diff = reference.astype(np.float64) - image.astype(np.float64)
-    mse = float(np.mean(diff * diff))
+    # cv2.norm sums the squared uint8 differences exactly (integers in a float64)
+    mse = cv2.norm(reference, image, cv2.NORM_L2SQR) / reference.size
     return math.inf if mse == 0 else 10.0 * math.log10(_L * _L / mse)
 
 
@@ -42,15 +42,16 @@ class SSIMReference:
     def __init__(self, reference_rgb: np.ndarray):
         self.y = luma(reference_rgb)
         self.mu = _blur(self.y)
-        self.var = _blur(self.y * self.y) - self.mu * self.mu
+        self.mu2_c1 = self.mu * self.mu + _C1
+        self.var_c2 = _blur(self.y * self.y) - self.mu * self.mu + _C2
 
     def __call__(self, image_rgb: np.ndarray) -> float:
         y = luma(image_rgb)
         mu = _blur(y)
-        var = _blur(y * y) - mu * mu
-        cov = _blur(self.y * y) - self.mu * mu
-        num = (2 * self.mu * mu + _C1) * (2 * cov + _C2)
-        den = (self.mu**2 + mu**2 + _C1) * (self.var + var + _C2)
+        mu2 = mu * mu
+        mu_xy = self.mu * mu
+        num = (2 * mu_xy + _C1) * (2 * (_blur(self.y * y) - mu_xy) + _C2)
+        den = (self.mu2_c1 + mu2) * (self.var_c2 + (_blur(y * y) - mu2))
         s = num / den
         return float(s[_PAD:-_PAD, _PAD:-_PAD].mean())
 

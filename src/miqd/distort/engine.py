@@ -74,6 +74,7 @@ class DistortSettings:
     scheme: SeverityScheme = SeverityScheme()
     blend: BlendSettings = BlendSettings()
     png_compression: int = 1
+    png_strategy: str = "rle"
     seed: int = 0
 
     def __post_init__(self):
@@ -99,6 +100,7 @@ class DistortSettings:
                 b["smooth_kernel"],
             ),
             png_compression=d["png_compression"],
+            png_strategy=d["png_strategy"],
             seed=config["seed"],
         )
 
@@ -168,7 +170,7 @@ def process_source(job: SourceJob) -> tuple[list[dict], list[dict]]:
     categories = {}
     for d in distort_image(image, mask, job.image_id, job.settings, level_rows):
         rel = layout.distorted_relpath(job.dataset, job.image_id, d.corruption, d.roi_level, d.bg_level)
-        write_bytes(outdir / rel, encode_png(d.image, job.settings.png_compression))
+        write_bytes(outdir / rel, encode_png(d.image, job.settings.png_compression, job.settings.png_strategy))
         if d.corruption not in categories:
             categories[d.corruption] = get_corruption(d.corruption).category
         rows.append(

@@ -1,0 +1,5 @@
+import sys
+
+from miqd.cli import main
+
+sys.exit(main())
