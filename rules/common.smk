@@ -42,4 +42,8 @@ def roi_inputs(wildcards):
 
 
 def all_targets():
-    return [layout.distort_manifest_merged(OUTDIR, d) for d in DATASETS]
+    targets = []
+    for d in DATASETS:
+        targets.append(layout.distort_manifest_merged(OUTDIR, d))
+        targets.extend(layout.distort_figures(OUTDIR, d).values())
+    return targets

@@ -37,3 +37,17 @@ rule merge_distort:
         "../envs/miqd.yaml"
     shell:
         "miqd merge --out {output} {input} > {log} 2>&1"
+
+
+rule distort_figures:
+    input:
+        layout.distort_manifest_merged(OUTDIR, "{dataset}"),
+    output:
+        **layout.distort_figures(OUTDIR, "{dataset}"),
+    log:
+        layout.log_path(OUTDIR, "distort_figures", "{dataset}"),
+    conda:
+        "../envs/miqd.yaml"
+    shell:
+        "miqd plot-distort --manifest {input} --quality {output.quality}"
+        " --examples {output.examples} > {log} 2>&1"

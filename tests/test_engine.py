@@ -102,3 +102,19 @@ def test_output_does_not_depend_on_worker_count(tmp_path, demo_images):
         results[workers] = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert len(results[1]) == 3 * 3 * 25 + 3 + 2
     assert results[1] == results[2]
+
+
+def test_a_rerun_clears_what_a_killed_run_left(tmp_path, small_image):
+    """A killed job leaves temporaries and a partial set of PNGs; the rerun leaves exactly 25."""
+    select_path, roi_path = write_sources(tmp_path, {"a": small_image},
+                                          {"a": box_mask(small_image.shape[:2], 10, 10, 60, 60)})
+    folder = tmp_path / "out" / "miqa_cls" / "images" / "a"
+    folder.mkdir(parents=True)
+    (folder / ".a_fog_3.png.k2j4.tmp").write_bytes(b"half a png")
+    (folder / "a_fog_3.png").write_bytes(b"truncated")
+    settings = engine.DistortSettings(("fog",))
+    engine.run(select_path, roi_path, str(tmp_path / "m.parquet"), str(tmp_path / "l.parquet"),
+               "imagenet", str(tmp_path / "out"), settings)
+    names = sorted(p.name for p in folder.iterdir())
+    assert len(names) == 25 and not any(n.startswith(".") for n in names)
+    Image.open(folder / "a_fog_3.png").verify()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 
 from conftest import REPO
 
@@ -47,7 +48,7 @@ def test_demo_dry_run_lists_per_shard_jobs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert job_counts(proc.stdout) == {
         "all": 1, "demo_sources_coco": 1, "demo_sources_imagenet": 1, "distort": 3,
-        "merge_distort": 2, "roi": 3, "select": 3, "total": 14,
+        "distort_figures": 2, "merge_distort": 2, "roi": 3, "select": 3, "total": 16,
     }
 
 
@@ -92,9 +93,9 @@ def test_full_scale_dry_run_is_per_shard_not_per_image(full_scale_tree, tmp_path
     n_in, n_coco = cfg["sources"]["imagenet"]["shards"], cfg["sources"]["coco"]["shards"]
     counts = job_counts(proc.stdout)
     expected = {"select": n_in + n_coco, "roi": n_in + n_coco, "distort": n_in + n_coco,
-                "merge_distort": 2, "all": 1}
+                "merge_distort": 2, "distort_figures": 2, "all": 1}
     expected["total"] = sum(expected.values())
-    print(f"full-scale DAG: {expected['total']} jobs = 3 x ({n_in} + {n_coco}) shards + 3")
+    print(f"full-scale DAG: {expected['total']} jobs = 3 x ({n_in} + {n_coco}) shards + 2 + 2 + 1")
     assert counts == expected
     assert "demo_sources" not in proc.stdout  # nothing of the demo config leaks in
 
@@ -133,6 +134,12 @@ def test_demo_end_to_end_is_byte_identical_across_sharding_and_workers(tmp_path)
         assert merged.read_bytes() == (b / "distort" / f"{dataset}.parquet").read_bytes()
         m = pd.read_parquet(merged)
         assert len(m) == 250 * n_sources and m.image_id.nunique() == n_sources
+        with Image.open(a / "distort" / f"{dataset}.examples.png") as sheet:  # 10 rows of thumbnails
+            first = Image.open(a / m.path.iloc[0])
+            thumb_h = round(first.height * 128 / max(first.size))
+            assert sheet.height == 18 + 10 * thumb_h
+        with Image.open(a / "distort" / f"{dataset}.quality.png") as fig:
+            assert fig.width > 800
 
     # a second run finds nothing to do: nothing computed is redone or lost
     again = snakemake("-n", "--configfile", str(cfg_a))

@@ -57,6 +57,13 @@ def cmd_merge(args) -> None:
     merge_manifests(args.inputs, args.out)
 
 
+def cmd_plot_distort(args) -> None:
+    from miqd.plots import distort_figures
+
+    root = args.root or str(Path(args.manifest).resolve().parents[1])  # <outdir>/distort/x.parquet
+    distort_figures(args.manifest, root, args.quality, args.examples)
+
+
 def cmd_corrupt(args) -> None:
     from miqd.distort.corruptions import get_corruption
     from miqd.io import encode_png, read_image, write_bytes
@@ -125,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("inputs", nargs="+")
     p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("plot-distort", help="PSNR/SSIM per corruption and region, and examples")
+    p.add_argument("--manifest", required=True, help="a merged distort manifest")
+    p.add_argument("--root", help="output root the manifest's paths are relative to "
+                   "(default: two levels above the manifest, as the workflow lays it out)")
+    p.add_argument("--quality", required=True, help="PNG: PSNR and SSIM box plots")
+    p.add_argument("--examples", required=True, help="PNG: contact sheet of one source")
+    p.set_defaults(func=cmd_plot_distort)
 
     p = sub.add_parser("corrupt", help="apply one corruption to one image (for a quick look)")
     p.add_argument("image")

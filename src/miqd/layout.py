@@ -77,5 +77,10 @@ def distort_manifest_merged(outdir: str, dataset: str) -> str:
     return str(Path(outdir) / "distort" / f"{dataset}.parquet")
 
 
+def distort_figures(outdir: str, dataset: str) -> dict[str, str]:
+    base = Path(outdir) / "distort" / dataset
+    return {"quality": f"{base}.quality.png", "examples": f"{base}.examples.png"}
+
+
 def log_path(outdir: str, stage: str, name: str) -> str:
     return str(Path(outdir) / "logs" / stage / f"{name}.log")

@@ -158,8 +158,17 @@ def expected_outputs(job: SourceJob) -> list[Path]:
     return paths
 
 
+def _remove_stale_temporaries(job: SourceJob) -> None:
+    """Temporary files a killed earlier run left in this source's own image folder."""
+    folder = (Path(job.outdir) / layout.distorted_relpath(job.dataset, job.image_id, "x", 1, 1)).parent
+    if folder.is_dir():
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
 def process_source(job: SourceJob) -> tuple[list[dict], list[dict]]:
     """Distort one source, write its PNGs, return its manifest and levels rows."""
+    _remove_stale_temporaries(job)
     image = read_image(job.image_path)
     mask = read_mask(job.mask_path, image.shape[:2])
     height, width = image.shape[:2]
@@ -170,7 +179,8 @@ def process_source(job: SourceJob) -> tuple[list[dict], list[dict]]:
     categories = {}
     for d in distort_image(image, mask, job.image_id, job.settings, level_rows):
         rel = layout.distorted_relpath(job.dataset, job.image_id, d.corruption, d.roi_level, d.bg_level)
-        write_bytes(outdir / rel, encode_png(d.image, job.settings.png_compression, job.settings.png_strategy))
+        png = encode_png(d.image, job.settings.png_compression, job.settings.png_strategy)
+        write_bytes(outdir / rel, png)
         if d.corruption not in categories:
             categories[d.corruption] = get_corruption(d.corruption).category
         rows.append(
@@ -249,7 +259,7 @@ def run(
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
                                      initializer=_init_worker) as pool:
                 results = pool.map(process_source, jobs)
-                for i, (job, (r, lv)) in enumerate(zip(jobs, results), start=1):
+                for i, (job, (r, lv)) in enumerate(zip(jobs, results, strict=True), start=1):
                     rows += r
                     level_rows += lv
                     _progress(i, n, job.image_id, per_source, start)
@@ -278,20 +288,22 @@ def _progress(i: int, n: int, image_id: str, per_source: int, start: float) -> N
 
 def _remove_outputs(jobs: list[SourceJob], tables: list[str]) -> None:
     for job in jobs:
+        _remove_stale_temporaries(job)
         for p in expected_outputs(job):
             p.unlink(missing_ok=True)
-            for tmp in p.parent.glob(f".{p.name}.*tmp") if p.parent.exists() else ():
-                tmp.unlink(missing_ok=True)
     for t in tables:
         Path(t).unlink(missing_ok=True)
 
 
 def merge_manifests(paths: list[str], out_path: str) -> pd.DataFrame:
-    """One table for the dataset: shards concatenated, stably sorted by image id."""
+    """One table for the dataset: shards concatenated, stably sorted by image id.
+
+    Rows of one image are contiguous and in manifest order within their shard, so the result is
+    the same whatever the sharding.
+    """
     frames = [read_table(p) for p in paths]
     if not frames:
         raise InputError("no shard manifests to merge")
-    schema = MANIFEST_SCHEMA if "roi_level" in frames[0].columns else LEVELS_SCHEMA
     merged = pd.concat(frames, ignore_index=True).sort_values("image_id", kind="stable")
-    write_table(out_path, pa.Table.from_pandas(merged, schema=schema, preserve_index=False))
+    write_table(out_path, pa.Table.from_pandas(merged, schema=MANIFEST_SCHEMA, preserve_index=False))
     return merged
