@@ -59,20 +59,24 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode())
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file to RGB uint8 (H, W, 3); grayscale, palette and CMYK are converted."""
-    path = Path(path)
+_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
+_IMAGE_MISSING = "check the source paths in the config"
+
+
+def _decode(path: Path, mode: str, what: str, if_missing: str) -> np.ndarray:
     if not path.is_file():
-        raise InputError(f"image {path} does not exist; check the source paths in the config")
+        raise InputError(f"{what} {path} does not exist; {if_missing}")
     try:
         with Image.open(path) as im:
             im.load()
-            rgb = im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise InputError(
-            f"image {path} cannot be decoded ({err}); replace or remove the file"
-        ) from err
-    return np.asarray(rgb, dtype=np.uint8).copy()
+            return np.asarray(im.convert(mode), dtype=np.uint8).copy()
+    except _DECODE_ERRORS as err:
+        raise InputError(f"{what} {path} cannot be decoded ({err}); replace or remove the file") from err
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to RGB uint8 (H, W, 3); grayscale, palette and CMYK are converted."""
+    return _decode(Path(path), "RGB", "image", _IMAGE_MISSING)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -82,22 +86,15 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         with Image.open(path) as im:
             return im.size
     except FileNotFoundError as err:
-        raise InputError(f"image {path} does not exist; check the source paths in the config") from err
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise InputError(f"image {path} does not exist; {_IMAGE_MISSING}") from err
+    except _DECODE_ERRORS as err:
         raise InputError(f"image {path} cannot be read ({err}); replace or remove the file") from err
 
 
 def read_mask(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray:
     """Read a binary ROI mask (any non-zero pixel is ROI) and check it is `shape` = (H, W)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"ROI mask {path} does not exist; run the roi stage or fix roi.*.dir")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            arr = np.asarray(im.convert("L"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"ROI mask {path} cannot be decoded ({err})") from err
+    arr = _decode(path, "L", "ROI mask", "run the roi stage or fix roi.<dataset>.dir")
     if arr.shape != tuple(shape):
         raise InputError(
             f"ROI mask {path} is {arr.shape[1]}x{arr.shape[0]} (WxH) but its image is "
