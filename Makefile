@@ -27,7 +27,7 @@ lint: setup
 	$(BIN)/snakemake --lint
 
 dryrun: setup
-	$(BIN)/snakemake -n --configfile config/miqd25m.yaml
+	$(BIN)/python benchmarks/dryrun.py
 
 bench: setup
 	$(BIN)/python benchmarks/distort.py

@@ -38,3 +38,14 @@ def demo_images(demo_dirs) -> dict[str, np.ndarray]:
 def small_image(demo_images) -> np.ndarray:
     """A 96x128 crop of a real photo: fast, and has texture, edges and flat areas."""
     return demo_images["demo_val_00000002"][100:196, 150:278].copy()
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """The embedded demo run once locally (default config, 2 cores); its output folder."""
+    from helpers import demo_config, snakemake
+
+    outdir = tmp_path_factory.mktemp("demo_run") / "out"
+    proc = snakemake("--cores", "2", "--configfile", str(demo_config(outdir)))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return outdir

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import yaml
 from PIL import Image
 
 from miqd.io import write_mask_png, write_table
@@ -37,3 +42,48 @@ def box_mask(shape, top, left, bottom, right) -> np.ndarray:
     m = np.zeros(shape, dtype=bool)
     m[top:bottom, left:right] = True
     return m
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def snakemake_env(extra: dict | None = None) -> dict:
+    """The environment a user runs Snakemake in: the environment's bin (with `miqd`) on PATH."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env.update(extra or {})
+    return env
+
+
+def snakemake(*args: str, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run Snakemake in the repository, always under a hard timeout."""
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=REPO,
+                          env=env or snakemake_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table Snakemake prints, as {rule: count}."""
+    table = output.split("Job stats:", 1)[1]
+    counts = {}
+    for line in table.splitlines()[3:]:
+        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        counts[m[1]] = int(m[2])
+    return counts
+
+
+def demo_config(outdir: Path, **shards: int) -> Path:
+    """The demo config with its outputs under `outdir` (and optionally other shard counts)."""
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["outdir"] = str(outdir)
+    for dataset, n in shards.items():
+        cfg["sources"][dataset]["shards"] = n
+    path = outdir.parent / f"{outdir.name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def published_files(outdir: Path) -> dict[str, bytes]:
+    """Every file of the published layout (images and source copies), by relative path."""
+    return {p.relative_to(outdir).as_posix(): p.read_bytes()
+            for folder in ("miqa_cls", "miqa_det") for p in (outdir / folder).rglob("*") if p.is_file()}

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,26 +11,8 @@ import yaml
 from PIL import Image
 
 from conftest import REPO
+from helpers import demo_config, job_counts, published_files, snakemake
 
-UPSTREAM = REPO / "resources" / "upstream"
-
-
-def snakemake(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Snakemake as a user runs it: the environment's bin (with `miqd`) first on PATH."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def job_counts(output: str) -> dict[str, int]:
-    table = output.split("Job stats:", 1)[1]
-    counts = {}
-    for line in table.splitlines()[3:]:
-        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
-        if not m:
-            break
-        counts[m[1]] = int(m[2])
-    return counts
 
 
 def test_lint_is_clean():
@@ -53,78 +31,46 @@ def test_demo_dry_run_lists_per_shard_jobs(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def full_scale_tree(tmp_path_factory) -> Path:
-    """Empty stand-in files shaped like ImageNet val and COCO val2017."""
+def full_scale_config(tmp_path_factory) -> Path:
+    """Empty stand-in files shaped like ImageNet val and COCO val2017, and a config for them."""
+    from miqd.standin import make_standin
+
     root = tmp_path_factory.mktemp("standin")
-    val = root / "imagenet" / "val"
-    val.mkdir(parents=True)
-    for i in range(1, 50_001):
-        (val / f"ILSVRC2012_val_{i:08d}.JPEG").touch()
-    coco = root / "coco" / "val2017"
-    coco.mkdir(parents=True)
-    ids = list(range(1, 5001))
-    images = []
-    for i in ids:
-        (coco / f"{i:012d}.jpg").touch()
-        images.append({"id": i, "file_name": f"{i:012d}.jpg", "width": 640, "height": 480})
-    annotated = ids[:4952]  # val2017 has 4,952 annotated images of 5,000
-    anns = [{"id": k, "image_id": i, "category_id": 1, "bbox": [0, 0, 1, 1], "area": 1.0,
-             "iscrowd": 0, "segmentation": [[0, 0, 1, 0, 1, 1]]} for k, i in enumerate(annotated, 1)]
-    (root / "coco" / "annotations").mkdir()
-    (root / "coco" / "annotations" / "instances_val2017.json").write_text(
-        json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "person"}]}))
-    (root / "masks").mkdir()
-    return root
-
-
-def test_full_scale_dry_run_is_per_shard_not_per_image(full_scale_tree, tmp_path):
-    cfg = yaml.safe_load((REPO / "config" / "miqd25m.yaml").read_text())
-    cfg["outdir"] = str(tmp_path / "out")
-    cfg["sources"]["imagenet"]["images"] = str(full_scale_tree / "imagenet" / "val")
-    cfg["sources"]["coco"]["images"] = str(full_scale_tree / "coco" / "val2017")
-    ann = str(full_scale_tree / "coco" / "annotations" / "instances_val2017.json")
-    cfg["sources"]["coco"]["annotations"] = ann
-    cfg["roi"]["coco"]["annotations"] = ann
-    cfg["roi"]["imagenet"]["dir"] = str(full_scale_tree / "masks")
-    path = tmp_path / "full.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    proc = snakemake("-n", "--configfile", str(path))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    n_in, n_coco = cfg["sources"]["imagenet"]["shards"], cfg["sources"]["coco"]["shards"]
-    counts = job_counts(proc.stdout)
-    expected = {"select": n_in + n_coco, "roi": n_in + n_coco, "distort": n_in + n_coco,
-                "merge_distort": 2, "distort_figures": 2, "all": 1}
-    expected["total"] = sum(expected.values())
-    print(f"full-scale DAG: {expected['total']} jobs = 3 x ({n_in} + {n_coco}) shards + 2 + 2 + 1")
-    assert counts == expected
-    assert "demo_sources" not in proc.stdout  # nothing of the demo config leaks in
-
-
-def _run_demo(outdir: Path, imagenet_shards: int, coco_shards: int, threads: int):
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg["outdir"] = str(outdir)
-    cfg["sources"]["imagenet"]["shards"] = imagenet_shards
-    cfg["sources"]["coco"]["shards"] = coco_shards
-    cfg["distort"]["threads"] = threads
-    path = outdir.parent / f"{outdir.name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    proc = snakemake("--cores", "2", "--configfile", str(path))
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    path = make_standin(root, REPO / "config" / "miqd25m.yaml")
+    assert len(list((root / "imagenet" / "val").iterdir())) == 50_000
+    coco = json.loads((root / "coco" / "annotations" / "instances_val2017.json").read_text())
+    assert len(coco["images"]) == 5000 and len({a["image_id"] for a in coco["annotations"]}) == 4952
     return path
 
 
-def _published_files(outdir: Path) -> dict[str, bytes]:
-    return {p.relative_to(outdir).as_posix(): p.read_bytes()
-            for folder in ("miqa_cls", "miqa_det") for p in (outdir / folder).rglob("*") if p.is_file()}
+def test_full_scale_dry_run_is_per_shard_not_per_image(full_scale_config):
+    cfg = yaml.safe_load(full_scale_config.read_text())
+    proc = snakemake("-n", "--configfile", str(full_scale_config))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    n_in, n_coco = cfg["sources"]["imagenet"]["shards"], cfg["sources"]["coco"]["shards"]
+    per_shard = ("select", "roi", "distort")
+    per_dataset = ("merge_distort", "distort_figures")
+    expected = {rule: n_in + n_coco for rule in per_shard}
+    expected.update({rule: 2 for rule in per_dataset}, all=1)
+    expected["total"] = sum(expected.values())
+    print(f"full-scale DAG: {expected['total']} jobs = {len(per_shard)} x ({n_in} + {n_coco}) shards "
+          f"+ {len(per_dataset)} x 2 datasets + all")
+    assert job_counts(proc.stdout) == expected
+    assert expected["total"] < 5000  # per shard, never per image: 2.5 M images stay a few hundred jobs
+    assert "demo_sources" not in proc.stdout  # nothing of the demo config leaks in
 
 
 @pytest.mark.slow
-def test_demo_end_to_end_is_byte_identical_across_sharding_and_workers(tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    cfg_a = _run_demo(a, imagenet_shards=1, coco_shards=1, threads=1)
-    _run_demo(b, imagenet_shards=4, coco_shards=3, threads=2)
+def test_demo_end_to_end_is_byte_identical_across_sharding_and_workers(demo_run, tmp_path):
+    a, b = demo_run, tmp_path / "b"  # a: 2 + 1 shards, 2 workers per job; b: 4 + 3 shards, 1 worker
+    cfg_b = demo_config(b, imagenet=4, coco=3)
+    cfg = yaml.safe_load(cfg_b.read_text())
+    cfg["distort"]["threads"] = 1
+    cfg_b.write_text(yaml.safe_dump(cfg))
+    proc = snakemake("--cores", "2", "--configfile", str(cfg_b))
+    assert proc.returncode == 0, proc.stderr[-4000:]
 
-    files_a, files_b = _published_files(a), _published_files(b)
+    files_a, files_b = published_files(a), published_files(b)
     assert sum(k.endswith(".png") and "/images/" in k for k in files_a) == 9 * 250
     assert files_a.keys() == files_b.keys()
     different = [k for k in files_a if files_a[k] != files_b[k]]
@@ -142,6 +88,6 @@ def test_demo_end_to_end_is_byte_identical_across_sharding_and_workers(tmp_path)
             assert fig.width > 800
 
     # a second run finds nothing to do: nothing computed is redone or lost
-    again = snakemake("-n", "--configfile", str(cfg_a))
+    again = snakemake("-n", "--configfile", str(a.parent / f"{a.name}.yaml"))
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -88,6 +88,14 @@ def cmd_corruptions(args) -> None:
         print(f"{name:17s} {c.category:12s} {kind:13s} {levels}")
 
 
+def cmd_standin(args) -> None:
+    from miqd.standin import make_standin
+
+    path = make_standin(args.out, args.config)
+    print(f"stand-in tree in {args.out}; dry-run the full DAG with:\n"
+          f"  snakemake -n --configfile {path}")
+
+
 def cmd_check_config(args) -> None:
     cfgmod.load(args.configfile)
     print(f"{args.configfile}: valid")
@@ -151,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("corruptions", help="list the registered corruptions and their constants")
     p.set_defaults(func=cmd_corruptions)
+
+    p = sub.add_parser("standin", help="empty files shaped like ImageNet val + COCO val2017, "
+                       "and a config pointing at them, for full-scale dry runs")
+    p.add_argument("--out", required=True, help="folder to create")
+    p.add_argument("--config", default="config/miqd25m.yaml", help="full-scale config to copy")
+    p.set_defaults(func=cmd_standin)
 
     p = sub.add_parser("check-config", help="validate a config file against the schema")
     p.add_argument("configfile")
