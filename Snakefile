@@ -16,9 +16,21 @@ include: "rules/common.smk"
 include: "rules/select.smk"
 include: "rules/roi.smk"
 include: "rules/distort.smk"
+include: "rules/infer.smk"
 
 
 rule all:
     input:
         all_targets(),
     default_target: True
+
+
+# stage targets: `snakemake distorted` stops after the distort stage
+rule distorted:
+    input:
+        distort_targets(),
+
+
+rule predicted:
+    input:
+        infer_targets(),

@@ -12,6 +12,7 @@ from PIL import Image
 
 from conftest import REPO
 from helpers import demo_config, job_counts, published_files, snakemake
+from miqd.models.registry import load_registry
 
 
 
@@ -26,7 +27,7 @@ def test_demo_dry_run_lists_per_shard_jobs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert job_counts(proc.stdout) == {
         "all": 1, "demo_sources_coco": 1, "demo_sources_imagenet": 1, "distort": 3,
-        "distort_figures": 2, "merge_distort": 2, "roi": 3, "select": 3, "total": 16,
+        "distort_figures": 2, "infer": 4, "merge_distort": 2, "roi": 3, "select": 3, "total": 20,
     }
 
 
@@ -48,13 +49,17 @@ def test_full_scale_dry_run_is_per_shard_not_per_image(full_scale_config):
     proc = snakemake("-n", "--configfile", str(full_scale_config))
     assert proc.returncode == 0, proc.stderr[-3000:]
     n_in, n_coco = cfg["sources"]["imagenet"]["shards"], cfg["sources"]["coco"]["shards"]
+    registry = load_registry(REPO / cfg["infer"]["registry"])
+    cls_groups = len({s.group for s in registry if s.task == "cls"})
+    coco_groups = len({s.group for s in registry if s.task in ("det", "ins")})
     per_shard = ("select", "roi", "distort")
     per_dataset = ("merge_distort", "distort_figures")
     expected = {rule: n_in + n_coco for rule in per_shard}
     expected.update({rule: 2 for rule in per_dataset}, all=1)
+    expected["infer"] = cls_groups * n_in + coco_groups * n_coco
     expected["total"] = sum(expected.values())
     print(f"full-scale DAG: {expected['total']} jobs = {len(per_shard)} x ({n_in} + {n_coco}) shards "
-          f"+ {len(per_dataset)} x 2 datasets + all")
+          f"+ {len(per_dataset)} x 2 datasets + infer ({cls_groups} x {n_in} + {coco_groups} x {n_coco}) + all")
     assert job_counts(proc.stdout) == expected
     assert expected["total"] < 5000  # per shard, never per image: 2.5 M images stay a few hundred jobs
     assert "demo_sources" not in proc.stdout  # nothing of the demo config leaks in
@@ -67,7 +72,7 @@ def test_demo_end_to_end_is_byte_identical_across_sharding_and_workers(demo_run,
     cfg = yaml.safe_load(cfg_b.read_text())
     cfg["distort"]["threads"] = 1
     cfg_b.write_text(yaml.safe_dump(cfg))
-    proc = snakemake("--cores", "2", "--configfile", str(cfg_b))
+    proc = snakemake("distorted", "--cores", "2", "--configfile", str(cfg_b))
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     files_a, files_b = published_files(a), published_files(b)
@@ -91,3 +96,19 @@ def test_demo_end_to_end_is_byte_identical_across_sharding_and_workers(demo_run,
     again = snakemake("-n", "--configfile", str(a.parent / f"{a.name}.yaml"))
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_adding_a_model_plans_only_its_infer_jobs(demo_run, tmp_path):
+    """One new registry entry: the dry run shows its infer jobs (one per shard) and nothing else."""
+    registry = yaml.safe_load((REPO / "config" / "models_demo.yaml").read_text())
+    registry["models"].append({"id": "resnet10t_random", "task": "cls", "backend": "timm",
+                               "arch": "resnet10t", "weights": "random", "benchmark": 68.3})
+    (tmp_path / "models.yaml").write_text(yaml.safe_dump(registry))
+    cfg = yaml.safe_load((demo_run.parent / f"{demo_run.name}.yaml").read_text())
+    cfg["infer"]["registry"] = str(tmp_path / "models.yaml")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = snakemake("-n", "--configfile", str(path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert job_counts(proc.stdout) == {"infer": 2, "all": 1, "total": 3}
+    assert proc.stdout.count("group=resnet10t_random") == 2

@@ -57,6 +57,27 @@ def cmd_merge(args) -> None:
     merge_manifests(args.inputs, args.out)
 
 
+def cmd_infer(args) -> None:
+    from miqd.models import infer
+    from miqd.models.registry import load_registry
+
+    config = _stage_config(args)
+    specs = [s for s in load_registry(args.models) if s.group == args.group and s.task == args.task]
+    if not specs:
+        raise InputError(f"no model of task {args.task} in group {args.group!r} in --models")
+    settings = infer.InferSettings.from_config(config, workers=args.workers, threads=args.threads)
+    infer.run(args.task, args.shard, specs, args.sources, args.manifest, args.out, config["outdir"], settings)
+
+
+def cmd_models(args) -> None:
+    from miqd.models import check
+
+    code = {"check": check.check, "list": check.list_models, "fetch": check.fetch}[args.action](
+        args.registry, args.task)
+    if code:
+        raise SystemExit(code)
+
+
 def cmd_plot_distort(args) -> None:
     from miqd.plots import distort_figures
 
@@ -135,6 +156,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--levels", required=True, help="Parquet table of severity candidates to write")
     p.add_argument("--workers", type=int, default=1, help="processes (sources run in parallel)")
     p.set_defaults(func=cmd_distort)
+
+    p = sub.add_parser("infer", help="every model of one (task, group) on one shard's images")
+    _config_arg(p)
+    p.add_argument("--models", required=True, help="registry file, or inline JSON of the group's entries")
+    p.add_argument("--task", required=True, choices=["cls", "det", "ins"])
+    p.add_argument("--group", required=True)
+    p.add_argument("--shard", required=True)
+    p.add_argument("--sources", required=True, help="the shard's select table")
+    p.add_argument("--manifest", required=True, help="the shard's distort manifest")
+    p.add_argument("--out", required=True, help="index table of the group's prediction files")
+    p.add_argument("--workers", type=int, help="image-decoding processes (default: infer.workers)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: infer.threads)")
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("models", help="the model registry: check | list | fetch")
+    p.add_argument("action", choices=["check", "list", "fetch"],
+                   help="check: build every model and load its weights on the CPU (run before any "
+                        "GPU job); list: print the registry; fetch: download hub/url weights")
+    p.add_argument("--registry", default="config/models_demo.yaml")
+    p.add_argument("--task", choices=["cls", "det", "ins"], help="only this task's models")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("merge", help="merge shard manifests into one table sorted by image id")
     p.add_argument("--out", required=True)

@@ -25,8 +25,8 @@ class ConfigError(InputError):
 
 
 @cache
-def schema() -> dict:
-    text = resources.files("miqd").joinpath("schemas/config.schema.yaml").read_text()
+def schema(name: str = "config") -> dict:
+    text = resources.files("miqd").joinpath(f"schemas/{name}.schema.yaml").read_text()
     return yaml.safe_load(text)
 
 
@@ -44,6 +44,10 @@ def _resolve(node: dict, root: dict) -> dict:
 
 def _fill_defaults(instance: Any, node: dict, root: dict) -> None:
     node = _resolve(node, root)
+    if isinstance(instance, list) and "items" in node:
+        for item in instance:
+            _fill_defaults(item, node["items"], root)
+        return
     if not isinstance(instance, dict):
         return
     for key, sub in node.get("properties", {}).items():
@@ -73,18 +77,24 @@ def _message(err: jsonschema.ValidationError) -> str:
     return f"key {where}: {err.message}"
 
 
+def check_schema(data: dict, name: str, what: str) -> dict:
+    """Fill the schema's defaults into `data` (in place) and raise ConfigError naming bad keys."""
+    root = schema(name)
+    _fill_defaults(data, root, root)
+    validator = jsonschema.Draft202012Validator(root)
+    errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        raise ConfigError(f"invalid {what}: " + "; ".join(_message(e) for e in errors))
+    return data
+
+
 def validate(config: dict, whole_workflow: bool = True) -> dict:
     """Fill defaults into `config` (in place), check it, and return it.
 
     `whole_workflow=False` is for a stage job's slice of the config (`stage_json`), which carries
     only the keys that stage reads.
     """
-    root = schema()
-    _fill_defaults(config, root, root)
-    validator = jsonschema.Draft202012Validator(root)
-    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
-    if errors:
-        raise ConfigError("invalid config: " + "; ".join(_message(e) for e in errors))
+    check_schema(config, "config", "config")
     _check_semantics(config, whole_workflow)
     return config
 
@@ -158,10 +168,14 @@ def load(source: str | Path, whole_workflow: bool = True) -> dict:
     return validate(data, whole_workflow)
 
 
+# keys that do not change a stage's outputs: editing them must not rerun its jobs
+_NOT_OUTPUT_RELEVANT = {"infer": ("registry", "tasks", "resources", "threads", "workers")}
+
 _STAGE_KEYS = {
     "select": ("outdir", "seed", "sources", "select"),
     "roi": ("outdir", "roi"),
     "distort": ("outdir", "seed", "distort"),
+    "infer": ("outdir", "infer"),
 }
 
 
@@ -176,5 +190,7 @@ def stage_json(config: dict, stage: str, dataset: str | None = None) -> str:
         value = config[key]
         if dataset is not None and key in ("sources", "select", "roi"):
             value = {dataset: value[dataset]} if dataset in value else {}
+        if key in _NOT_OUTPUT_RELEVANT:
+            value = {k: v for k, v in value.items() if k not in _NOT_OUTPUT_RELEVANT[key]}
         sub[key] = value
     return json.dumps(sub, sort_keys=True, separators=(",", ":"))

@@ -82,5 +82,15 @@ def distort_figures(outdir: str, dataset: str) -> dict[str, str]:
     return {"quality": f"{base}.quality.png", "examples": f"{base}.examples.png"}
 
 
+def predictions(outdir: str, task: str, model: str, shard: str) -> str:
+    """Predictions of one model on one shard's images (originals and distortions)."""
+    return str(Path(outdir) / "infer" / task / model / f"shard-{shard}.parquet")
+
+
+def infer_index(outdir: str, task: str, group: str, shard: str) -> str:
+    """The infer job's output: which prediction files the group wrote for the shard."""
+    return str(Path(outdir) / "infer" / task / "groups" / group / f"shard-{shard}.parquet")
+
+
 def log_path(outdir: str, stage: str, name: str) -> str:
     return str(Path(outdir) / "logs" / stage / f"{name}.log")

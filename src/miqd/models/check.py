@@ -1,0 +1,87 @@
+"""`miqd models check | list | fetch`: the registry before any GPU time is spent.
+
+`check` builds every model on the CPU with its weights loaded (architecture known, checkpoint
+present and of the right shape, label space mappable to ImageNet-1k or COCO) and runs it once
+on a small image; it reports every problem, not only the first, and exits non-zero if any.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from miqd.io import InputError
+from miqd.models.registry import ModelSpec, load_registry
+
+
+def _select(registry: str, task: str | None) -> list[ModelSpec]:
+    return [s for s in load_registry(registry) if task is None or s.task == task]
+
+
+def check(registry: str, task: str | None = None) -> int:
+    from miqd.models.backends import create_predictor
+
+    specs = _select(registry, task)
+    probe = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    failures = []
+    for spec in specs:
+        start = time.perf_counter()
+        try:
+            predictor = create_predictor(spec, "cpu")
+            predictor.predict([probe])
+            status = "ok (random weights: labels NOT real)" if spec.random_weights else "ok"
+        except InputError as err:
+            status = f"ERROR: {err}"
+            failures.append(spec.id)
+        print(f"{spec.id:32s} {spec.task:3s} {spec.backend:11s} {time.perf_counter() - start:6.1f}s  {status}",
+              flush=True)
+    print(f"\n{len(specs) - len(failures)} of {len(specs)} models ready"
+          + (f"; fix: {', '.join(failures)}" if failures else ""))
+    return 2 if failures else 0
+
+
+def list_models(registry: str, task: str | None = None) -> int:
+    print(f"{'id':32s} {'task':4s} {'backend':11s} {'benchmark':>9s} {'group':20s} weights")
+    for s in _select(registry, task):
+        weights = s.weights if isinstance(s.weights, str) else ", ".join(f"{k}={v}" for k, v in s.weights.items())
+        print(f"{s.id:32s} {s.task:4s} {s.backend:11s} {s.benchmark:9.2f} {s.group:20s} {weights}")
+    return 0
+
+
+def fetch(registry: str, task: str | None = None) -> int:
+    """Download hub and url weights into the local caches (needs the internet; jobs never do)."""
+    from miqd.models.weights import weights_cache
+
+    failures = 0
+    for spec in _select(registry, task):
+        w = spec.weights
+        if not isinstance(w, dict) or not ({"hub", "url"} & set(w)):
+            continue
+        try:
+            if "hub" in w:
+                from huggingface_hub import hf_hub_download
+
+                for name in ("model.safetensors", "pytorch_model.bin"):
+                    try:
+                        path = hf_hub_download(w["hub"], name)
+                        break
+                    except Exception:  # noqa: BLE001 - try the next file name
+                        path = None
+                if path is None:
+                    raise OSError(f"no model.safetensors or pytorch_model.bin in hub repo {w['hub']}")
+            else:
+                path = weights_cache() / Path(w["url"]).name
+                if not path.is_file():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = path.with_suffix(path.suffix + ".part")
+                    urllib.request.urlretrieve(w["url"], tmp)
+                    tmp.replace(path)
+            print(f"{spec.id:32s} {path}")
+        except OSError as err:
+            failures += 1
+            print(f"{spec.id:32s} ERROR: {err}", file=sys.stderr)
+    return 2 if failures else 0
