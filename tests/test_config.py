@@ -59,7 +59,7 @@ def test_defaults_are_filled(demo):
         (lambda c: c["select"].update(imagenet={"method": "list"}),
          r"key select\.imagenet\.list is required by method 'list'"),
         (lambda c: c["roi"].update(coco={"method": "guess"}),
-         r"key roi\.coco\.method: 'guess' is not one of \['coco_gt', 'files'\]"),
+         r"key roi\.coco\.method: 'guess' is not one of \['coco_gt', 'files', 'coseg'\]"),
     ],
 )
 def test_invalid_configs_name_the_key_and_what_is_allowed(demo, edit, message):

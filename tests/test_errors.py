@@ -98,3 +98,20 @@ def test_cli_reports_unreadable_image(tmp_path, capsys):
                      str(tmp_path / "y.png")])
     assert code == 2
     assert f"image {bad} cannot be decoded" in capsys.readouterr().err
+
+
+def test_an_unreadable_image_stays_an_input_error_after_ultralytics_is_imported(tmp_path):
+    """ultralytics replaces PIL's Image.open on import with a wrapper that tries to install a HEIF
+    plugin when PIL cannot identify a file; miqd reads images with PIL's own opener."""
+    import ultralytics  # noqa: F401 - applies the patch in this process
+    from PIL import Image
+
+    from miqd.io import image_size, read_image
+
+    assert Image.open.__module__ != "PIL.Image"  # the patch is in place
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(InputError, match=r"image .*broken\.png cannot be decoded"):
+        read_image(bad)
+    with pytest.raises(InputError, match=r"image .*broken\.png cannot be read"):
+        image_size(bad)

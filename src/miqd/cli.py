@@ -30,16 +30,24 @@ def cmd_demo_sources(args) -> None:
     logging.getLogger("miqd").info("wrote %d demo images to %s", len(written), args.out)
 
 
+def _with_threads(config: dict, section: str, dataset: str, threads: int | None) -> dict:
+    if threads is not None and dataset in config[section]:
+        config[section][dataset]["threads"] = threads
+    return config
+
+
 def cmd_select(args) -> None:
     from miqd import select
 
-    select.run(_stage_config(args), args.dataset, int(args.shard), args.out)
+    config = _with_threads(_stage_config(args), "select", args.dataset, args.threads)
+    select.run(config, args.dataset, int(args.shard), args.out)
 
 
 def cmd_roi(args) -> None:
     from miqd import roi
 
-    roi.run(_stage_config(args), args.dataset, args.sources, args.out)
+    config = _with_threads(_stage_config(args), "roi", args.dataset, args.threads)
+    roi.run(config, args.dataset, args.sources, args.out)
 
 
 def cmd_distort(args) -> None:
@@ -76,6 +84,66 @@ def cmd_models(args) -> None:
         args.registry, args.task)
     if code:
         raise SystemExit(code)
+
+
+def cmd_label(args) -> None:
+    from miqd.label import stage
+
+    config = _stage_config(args)
+    stage.run(args.task, _models_arg(args.models), args.indexes, args.manifest, args.sources,
+              args.annotations, args.out, stage.LabelSettings.from_config(config))
+
+
+def _models_arg(text: str) -> list[dict]:
+    """The task's models as the rules pass them: inline JSON [{id, benchmark, random}, ...]."""
+    import json
+
+    try:
+        models = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"--models is not JSON: {err}") from None
+    if not isinstance(models, list) or not all(isinstance(m, dict) and "id" in m and "benchmark" in m
+                                               for m in models):
+        raise InputError("--models must be a JSON list of {id, benchmark} objects")
+    return models
+
+
+def cmd_export_labels(args) -> None:
+    from miqd.label.export import export
+
+    export(args.task, args.labels, args.out)
+
+
+def cmd_validate(args) -> None:
+    from miqd.label import validate
+
+    config = _stage_config(args)
+    v, lab = config["validate"], config["label"]
+    validate.run(args.task, args.labels, _models_arg(args.models), lam=lab["lambda"], weights=lab["weights"],
+                 n_trials=v["trials"], fraction=v["fraction"], seed=config["seed"], out_path=args.out)
+
+
+def cmd_validation_table(args) -> None:
+    from miqd.label.validate import write_table4
+
+    write_table4(args.trials, args.csv, args.md, args.plot)
+
+
+def cmd_split(args) -> None:
+    from miqd.label import split
+
+    config = _stage_config(args)
+    split.run(args.dataset, args.sources, config["split"]["val_fraction"], config["seed"], args.out,
+              args.balance, {"train": args.upstream_train, "val": args.upstream_val})
+
+
+def cmd_report(args) -> None:
+    from miqd import layout, report
+
+    config = _stage_config(args)
+    datasets = list(config["sources"])
+    tasks = {t: layout.shard_ids(config["sources"][layout.TASK_DATASET[t]]["shards"]) for t in args.tasks}
+    report.build(config["outdir"], datasets, tasks, args.validated, args.out, args.runs)
 
 
 def cmd_plot_distort(args) -> None:
@@ -122,6 +190,67 @@ def cmd_check_config(args) -> None:
     print(f"{args.configfile}: valid")
 
 
+def cmd_train(args) -> None:
+    import os
+
+    from miqd.train import files, loop
+
+    config = _stage_config(args)
+    files.find_run(config, args.run)
+    for key in ("workers", "threads", "gpus"):  # not in the rules' config slice: they do not change results
+        if getattr(args, key) is not None:
+            config["train"][key] = getattr(args, key)
+    gpus = config["train"]["gpus"]
+    if gpus > 1 and "WORLD_SIZE" not in os.environ:
+        # several GPUs: one training process per GPU under torchrun (DistributedDataParallel)
+        import json
+        import subprocess
+
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+               "-m", "miqd.train.loop", json.dumps(config), args.run]
+        code = subprocess.call(cmd)
+        if code:
+            raise InputError(f"distributed training of {args.run} failed (torchrun exit status {code}); "
+                             f"see the log above")
+        return
+    loop.train(config, args.run)
+
+
+def cmd_evaluate(args) -> None:
+    from miqd.train import evaluate
+
+    config = _stage_config(args)
+    for key in ("workers", "threads"):
+        if getattr(args, key) is not None:
+            config["evaluate"][key] = getattr(args, key)
+    if args.run:
+        evaluate.evaluate_run(config, args.run)
+    elif args.baselines:
+        evaluate.baselines(config, args.baselines, args.out)
+    else:
+        if not args.predictions:
+            raise InputError("miqd evaluate needs --run, --baselines TASK or --report with --predictions")
+        evaluate.report(config, args.predictions, args.baseline_tables or [])
+
+
+def cmd_score(args) -> None:
+    from miqd.train import files, score
+
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        config = cfgmod.load(args.config, whole_workflow=False)
+        runs = [r for r in config["train"]["runs"] if r["task"] == args.task]
+        runs.sort(key=lambda r: (r["model"] != "ra_miqa", r["label"] != "composite"))
+        if not runs:
+            raise InputError(f"no training run of task {args.task} in train.runs of {args.config}; "
+                             f"pass --checkpoint")
+        checkpoint = files.train_outputs(config["outdir"], files.run_name(runs[0]))["model"]
+    from miqd.train.loop import resolve_device
+
+    score.run(args.path, checkpoint, args.format, args.out, args.annotate, args.recursive, resolve_device(args.device),
+              args.batch_size)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="miqd", description=__doc__)
     parser.add_argument("--version", action="version", version=f"miqd {__version__}")
@@ -133,18 +262,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder to write the images into")
     p.set_defaults(func=cmd_demo_sources)
 
-    p = sub.add_parser("select", help="choose the source images of one shard")
+    p = sub.add_parser("select", help="score (NR-IQA) and choose the source images of one shard")
     _config_arg(p)
     p.add_argument("--dataset", required=True, choices=["imagenet", "coco"])
     p.add_argument("--shard", required=True, help="shard number (0-based)")
     p.add_argument("--out", required=True, help="Parquet table to write")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: select.<dataset>.threads)")
     p.set_defaults(func=cmd_select)
 
-    p = sub.add_parser("roi", help="ROI masks of one shard's selected sources")
+    p = sub.add_parser("roi", help="ROI masks of one shard's selected sources (coco_gt, files, coseg)")
     _config_arg(p)
     p.add_argument("--dataset", required=True, choices=["imagenet", "coco"])
     p.add_argument("--sources", required=True, help="the shard's select table")
     p.add_argument("--out", required=True, help="Parquet table of masks and their statistics")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: roi.<dataset>.threads)")
     p.set_defaults(func=cmd_roi)
 
     p = sub.add_parser("distort", help="250 region-weighted distortions per source of one shard")
@@ -178,6 +309,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=["cls", "det", "ins"], help="only this task's models")
     p.set_defaults(func=cmd_models)
 
+    p = sub.add_parser("label", help="per-model scores and MMOS labels of one (task, shard)")
+    _config_arg(p)
+    p.add_argument("--task", required=True, choices=["cls", "det", "ins"])
+    p.add_argument("--models", required=True, help="the task's models, inline JSON [{id, benchmark}, ...]")
+    p.add_argument("--indexes", required=True, nargs="+", help="the shard's infer index of every group")
+    p.add_argument("--manifest", required=True, help="the shard's distort manifest")
+    p.add_argument("--sources", required=True, help="the shard's select table (cls ground truth)")
+    p.add_argument("--annotations", help="COCO annotations json (det/ins ground truth)")
+    p.add_argument("--out", required=True, help="label table to write")
+    p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("export-labels", help="labels as upstream MIQD-2.5M CSV files (<id>_mmos.csv, ...)")
+    p.add_argument("--task", required=True, choices=["cls", "det", "ins"])
+    p.add_argument("--out", required=True, help="the labels/ folder to fill")
+    p.add_argument("labels", nargs="+", help="label tables")
+    p.set_defaults(func=cmd_export_labels)
+
+    p = sub.add_parser("validate", help="label validation trials of one task (paper Table 4)")
+    _config_arg(p)
+    p.add_argument("--task", required=True, choices=["cls", "det", "ins"])
+    p.add_argument("--models", required=True, help="the task's models, inline JSON [{id, benchmark}, ...]")
+    p.add_argument("--out", required=True, help="per-trial table to write")
+    p.add_argument("labels", nargs="+", help="the task's label tables")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("validation-table", help="paper Table 4 (CSV, Markdown) and a plot from trial tables")
+    p.add_argument("--csv", required=True)
+    p.add_argument("--md", required=True)
+    p.add_argument("--plot", required=True)
+    p.add_argument("trials", nargs="+")
+    p.set_defaults(func=cmd_validation_table)
+
+    p = sub.add_parser("split", help="train/val split of a dataset's sources, balance report, upstream CSVs")
+    _config_arg(p)
+    p.add_argument("--dataset", required=True, choices=["imagenet", "coco"])
+    p.add_argument("--out", required=True, help="split table to write")
+    p.add_argument("--balance", required=True, help="per-class balance report (CSV)")
+    p.add_argument("--upstream-train", required=True, help="upstream-format train CSV (miqa_cls_train.csv)")
+    p.add_argument("--upstream-val", required=True, help="upstream-format val CSV")
+    p.add_argument("sources", nargs="+", help="the dataset's select tables")
+    p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("report", help="one self-contained HTML page of a run's results")
+    _config_arg(p)
+    p.add_argument("--tasks", nargs="*", default=[], choices=["cls", "det", "ins"], help="tasks with labels")
+    p.add_argument("--validated", action="store_true", help="include the label-validation table")
+    p.add_argument("--runs", nargs="*", default=[], help="training runs to show (curves and evaluation)")
+    p.add_argument("--out", required=True, help="HTML file to write")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("merge", help="merge shard manifests into one table sorted by image id")
     p.add_argument("--out", required=True)
     p.add_argument("inputs", nargs="+")
@@ -207,6 +388,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder to create")
     p.add_argument("--config", default="config/miqd25m.yaml", help="full-scale config to copy")
     p.set_defaults(func=cmd_standin)
+
+    p = sub.add_parser("train", help="train one quality model run (RA-MIQA or a baseline) of train.runs")
+    _config_arg(p)
+    p.add_argument("--run", required=True, help="run name <model>_<task>_<label>, e.g. ra_miqa_cls_composite")
+    p.add_argument("--workers", type=int, help="DataLoader processes (default: train.workers)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: train.threads)")
+    p.add_argument("--gpus", type=int, help="GPUs; more than 1 runs under torchrun (default: train.gpus)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score validation sets with a trained run, compute baselines, "
+                       "or assemble the paper's tables (Tables 5-8, Figs. 8-9)")
+    _config_arg(p)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--run", help="a trained run: its predictions on every evaluated task's validation set")
+    what.add_argument("--baselines", choices=["cls", "det", "ins"], help="HVS baselines of a task (needs --out)")
+    what.add_argument("--report", action="store_true", help="tables and figures from --predictions")
+    p.add_argument("--out", help="with --baselines: Parquet table to write")
+    p.add_argument("--predictions", nargs="+", help="with --report: predictions.parquet of each run")
+    p.add_argument("--baseline-tables", nargs="*", help="with --report: baselines/<task>.parquet tables")
+    p.add_argument("--workers", type=int, help="DataLoader processes (default: evaluate.workers)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: evaluate.threads)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("score", help="machine-centric quality of an image or a folder of images")
+    p.add_argument("path", help="an image file or a folder of images")
+    p.add_argument("--task", choices=["cls", "det", "ins"], default="cls",
+                   help="whose quality: picks the run of that task from the config (default cls)")
+    p.add_argument("--checkpoint", help="a model.pt from `miqd train` (default: the config's run of --task)")
+    p.add_argument("--config", default="config/config.yaml", help="config naming the runs (default: the demo)")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--out", help="write the scores to this file instead of printing them")
+    p.add_argument("--annotate", metavar="DIR", help="also save each image with its score drawn on it here")
+    p.add_argument("--recursive", action="store_true", help="look for images in subfolders too")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("check-config", help="validate a config file against the schema")
     p.add_argument("configfile")

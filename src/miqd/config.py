@@ -124,13 +124,7 @@ def _check_semantics(config: dict, whole_workflow: bool) -> None:
     except InputError as err:
         raise ConfigError(f"invalid config: key {err}") from None
 
-    for dataset in config["roi"]:
-        roi = config["roi"][dataset]
-        need = {"coco_gt": "annotations", "files": "dir"}[roi["method"]]
-        if need not in roi:
-            raise ConfigError(
-                f"invalid config: key roi.{dataset}.{need} is required by method {roi['method']!r}"
-            )
+    _check_select_roi(config)
     for dataset, src in config["sources"].items():
         if "images" not in src:
             if "materialize" not in src:
@@ -148,6 +142,43 @@ def _check_semantics(config: dict, whole_workflow: bool) -> None:
                 f"invalid config: key roi.{dataset} is missing; say where its ROI masks come "
                 f"from (method coco_gt with `annotations`, or files with `dir`)"
             )
+
+
+def _check_select_roi(config: dict) -> None:
+    """What the schema cannot say about the select and roi sections."""
+    from miqd import iqa
+
+    for dataset, sel in config["select"].items():
+        key = f"select.{dataset}"
+        names = [m["name"] for m in sel["metrics"]]
+        for i, entry in enumerate(sel["metrics"]):
+            try:
+                iqa.check_metric_config(entry, f"{key}.metrics[{i}]")
+            except InputError as err:
+                raise ConfigError(f"invalid config: key {err}") from None
+            if entry["name"] in names[:i]:
+                raise ConfigError(f"invalid config: key {key}.metrics[{i}]: metric {entry['name']!r} is listed twice")
+        unknown = sorted(set(sel["combine"]["weights"]) - set(names))
+        if unknown:
+            raise ConfigError(f"invalid config: key {key}.combine.weights: {', '.join(unknown)} "
+                              f"is not one of the metrics ({', '.join(names) or 'none'})")
+        if sel["method"] == "top_k":
+            if not names:
+                raise ConfigError(f"invalid config: key {key}.metrics: method top_k ranks by NR-IQA scores; "
+                                  f"name at least one metric ({', '.join(iqa.available_metrics())})")
+            if dataset != "imagenet":
+                raise ConfigError(f"invalid config: key {key}.method: top_k keeps the best k per class and "
+                                  f"{dataset} has no classes; use all or list")
+    for dataset, roi in config["roi"].items():
+        need = {"coco_gt": "annotations", "files": "dir", "coseg": "coseg"}[roi["method"]]
+        if need not in roi:
+            raise ConfigError(
+                f"invalid config: key roi.{dataset}.{need} is required by method {roi['method']!r}"
+            )
+        if roi["method"] == "coseg":
+            if roi["coseg"]["groups"] == "class" and dataset != "imagenet":
+                raise ConfigError(f"invalid config: key roi.{dataset}.coseg.groups: {dataset} has no classes; "
+                                  f"use blocks (with group_size)")
 
 
 def load(source: str | Path, whole_workflow: bool = True) -> dict:
@@ -169,13 +200,21 @@ def load(source: str | Path, whole_workflow: bool = True) -> dict:
 
 
 # keys that do not change a stage's outputs: editing them must not rerun its jobs
-_NOT_OUTPUT_RELEVANT = {"infer": ("registry", "tasks", "resources", "threads", "workers")}
+_NOT_OUTPUT_RELEVANT = {"infer": ("registry", "tasks", "resources", "threads", "workers"),
+                        "train": ("resources", "threads", "workers", "gpus"),
+                        "evaluate": ("resources", "threads", "workers")}
 
 _STAGE_KEYS = {
     "select": ("outdir", "seed", "sources", "select"),
-    "roi": ("outdir", "roi"),
+    "roi": ("outdir", "seed", "roi"),
     "distort": ("outdir", "seed", "distort"),
     "infer": ("outdir", "infer"),
+    "label": ("outdir", "label"),
+    "validate": ("seed", "label", "validate"),
+    "split": ("seed", "split"),
+    "report": ("outdir", "sources"),
+    "train": ("outdir", "seed", "sources", "label", "train"),
+    "evaluate": ("outdir", "seed", "sources", "label", "train", "evaluate"),
 }
 
 

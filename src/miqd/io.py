@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +61,16 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
+
+
+def open_image(path) -> Image.Image:
+    """PIL's own `Image.open`. Importing ultralytics replaces it with a wrapper that, on a file PIL
+    cannot identify, tries to install a HEIF plugin (and without the internet raises
+    ModuleNotFoundError): an unreadable source must stay a clear InputError, in any process."""
+    opener = Image.open
+    if getattr(opener, "__module__", "PIL.Image") != "PIL.Image":
+        opener = getattr(sys.modules.get("ultralytics.utils.patches"), "_image_open", opener)
+    return opener(path)
 _IMAGE_MISSING = "check the source paths in the config"
 
 
@@ -67,7 +78,7 @@ def _decode(path: Path, mode: str, what: str, if_missing: str) -> np.ndarray:
     if not path.is_file():
         raise InputError(f"{what} {path} does not exist; {if_missing}")
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             im.load()
             return np.asarray(im.convert(mode), dtype=np.uint8).copy()
     except _DECODE_ERRORS as err:
@@ -83,7 +94,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) from the file header, without decoding the pixels."""
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             return im.size
     except FileNotFoundError as err:
         raise InputError(f"image {path} does not exist; {_IMAGE_MISSING}") from err

@@ -24,6 +24,7 @@ PAIRS: tuple[tuple[int, int], ...] = tuple((r, b) for r in LEVELS for b in LEVEL
 DATASETS = ("imagenet", "coco")
 DATASET_FOLDER = {"imagenet": "miqa_cls", "coco": "miqa_det"}
 TASK_DATASET = {"cls": "imagenet", "det": "coco", "ins": "coco"}
+TASK_FOLDER = {"cls": "miqa_cls", "det": "miqa_det", "ins": "miqa_ins"}  # ins labels; its images are miqa_det's
 
 
 def region_type(roi_level: int, bg_level: int) -> str:
@@ -90,6 +91,54 @@ def predictions(outdir: str, task: str, model: str, shard: str) -> str:
 def infer_index(outdir: str, task: str, group: str, shard: str) -> str:
     """The infer job's output: which prediction files the group wrote for the shard."""
     return str(Path(outdir) / "infer" / task / "groups" / group / f"shard-{shard}.parquet")
+
+
+def label_table(outdir: str, task: str, shard: str) -> str:
+    """Per-model scores and the three MMOS columns of one shard's distorted images."""
+    return str(Path(outdir) / "label" / task / f"shard-{shard}.parquet")
+
+
+def label_export_dir(outdir: str, task: str) -> str:
+    """The labels in the published layout (`<id>_mmos.csv`, `<id>_{accuracy,consistency}.csv`)."""
+    return str(Path(outdir) / TASK_FOLDER[task] / "labels")
+
+
+def validate_trials(outdir: str, task: str) -> str:
+    return str(Path(outdir) / "validate" / f"{task}.trials.parquet")
+
+
+def validation_table(outdir: str) -> dict[str, str]:
+    """Paper Table 4 as CSV and Markdown, and the per-trial distributions as a plot."""
+    base = Path(outdir) / "validate" / "table4"
+    return {"csv": f"{base}.csv", "md": f"{base}.md", "plot": f"{base}.png"}
+
+
+def split_table(outdir: str, dataset: str) -> str:
+    """Which source images are train and which val (det and ins share the coco split)."""
+    return str(Path(outdir) / "split" / f"{dataset}.parquet")
+
+
+def split_balance(outdir: str, dataset: str) -> str:
+    return str(Path(outdir) / "split" / f"{dataset}.balance.csv")
+
+
+def split_upstream(outdir: str, dataset: str) -> dict[str, str]:
+    """The split in the upstream CSV formats (MIQA's data/dataset_splitting/)."""
+    stem = "miqa_cls" if dataset == "imagenet" else "miqa_det"
+    return {s: str(Path(outdir) / "split" / f"{stem}_{s}.csv") for s in ("train", "val")}
+
+
+def report_html(outdir: str) -> str:
+    return str(Path(outdir) / "report" / "index.html")
+
+
+def train_dir(outdir: str, run: str) -> str:
+    """Checkpoints, metrics log and plot of one training run."""
+    return str(Path(outdir) / "train" / run)
+
+
+def evaluate_dir(outdir: str, run: str) -> str:
+    return str(Path(outdir) / "evaluate" / run)
 
 
 def log_path(outdir: str, stage: str, name: str) -> str:

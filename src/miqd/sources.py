@@ -112,6 +112,28 @@ def read_coco(path: str) -> dict:
     return data
 
 
+def segmentation_rles(segmentation, height: int, width: int) -> list[dict]:
+    """A COCO annotation's segmentation (polygons, compressed or uncompressed RLE) as RLE dicts."""
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segmentation, list):  # polygons
+        return mask_utils.frPyObjects(segmentation, height, width) if segmentation else []
+    if isinstance(segmentation.get("counts"), list):  # uncompressed RLE (crowd regions)
+        return [mask_utils.frPyObjects(segmentation, height, width)]
+    return [segmentation]
+
+
+def annotation_rle(segmentation, height: int, width: int) -> str:
+    """One annotation's mask as compressed RLE counts (the infer stage's `masks_rle` format)."""
+    from pycocotools import mask as mask_utils
+
+    rles = segmentation_rles(segmentation, height, width)
+    if not rles:
+        rles = mask_utils.encode(np.zeros((height, width, 1), np.uint8, order="F"))
+    counts = mask_utils.merge(rles)["counts"]
+    return counts.decode("ascii") if isinstance(counts, bytes) else counts
+
+
 def coco_image_id(numeric_id: int) -> str:
     """COCO's own file stem: the id zero-padded to 12 digits."""
     return f"{numeric_id:012d}"
