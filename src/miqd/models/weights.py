@@ -73,6 +73,12 @@ def _hub_file(spec: ModelSpec, repo_id: str) -> Path:
 
 def load_state_dict(spec: ModelSpec, path: Path) -> dict:
     """A flat state dict from a .safetensors / .pth / .pt file, unwrapped and key-mapped."""
+    return load_checkpoint(spec, path)[0]
+
+
+def load_checkpoint(spec: ModelSpec, path: Path) -> tuple[dict, dict]:
+    """The state dict (as load_state_dict) and the checkpoint's `meta` ({} if none): mmdet and
+    mmengine checkpoints keep the class names the model was trained on there."""
     import torch
 
     try:
@@ -89,6 +95,7 @@ def load_state_dict(spec: ModelSpec, path: Path) -> dict:
             f"{str(err).splitlines()[0][:200]}); if it holds pickled objects and you trust it, set "
             f"weights.pickled: true"
         ) from None
+    meta = sd.get("meta") if isinstance(sd, dict) and isinstance(sd.get("meta"), dict) else {}
     for key in ("state_dict", "model_state_dict", "model", "module"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
@@ -101,18 +108,23 @@ def load_state_dict(spec: ModelSpec, path: Path) -> dict:
                 f"model {spec.id!r}: unknown weights.key_map {key_map!r}; known: {', '.join(KEY_MAPS)}"
             )
         sd = KEY_MAPS[key_map](sd, spec)
-    return sd
+    return sd, meta
 
 
-def load_into(model, spec: ModelSpec, state_dict: dict, path: Path) -> None:
-    """load_state_dict(strict) with an error that says what does not fit."""
-    result = _fit_report(model.state_dict(), state_dict)
+def load_into(model, spec: ModelSpec, state_dict: dict, path: Path, new_keys: tuple[str, ...] = ()) -> None:
+    """load_state_dict(strict) with an error that says what does not fit.
+
+    `new_keys`: prefixes of parameters the checkpoint is not expected to hold (a freshly
+    initialised head on a pretrained backbone); every other key must match in name and shape.
+    """
+    expected = {k: v for k, v in model.state_dict().items() if not (new_keys and k.startswith(new_keys))}
+    result = _fit_report(expected, state_dict)
     if result:
         raise InputError(
             f"model {spec.id!r}: checkpoint {path} does not fit architecture {spec.arch!r} "
             f"({spec.backend}): {result}; check `arch` and `weights` in the registry"
         )
-    model.load_state_dict(state_dict, strict=True)
+    model.load_state_dict(state_dict, strict=not new_keys)
 
 
 def _fit_report(expected: dict, given: dict) -> str:
@@ -157,6 +169,28 @@ def _efficientnet_pytorch(sd: dict, spec: ModelSpec) -> dict:
     return out
 
 
+def _dino(sd: dict, spec: ModelSpec) -> dict:
+    """Self-supervised ViT checkpoints (DINO, SERE, iBOT): the teacher's backbone in timm's names.
+
+    Such files hold {"teacher": ..., "student": ...} (or one of them) with `module.` and
+    `backbone.` prefixes and a projection head (`head.`) that is not part of the backbone.
+    """
+    for key in ("teacher", "student"):
+        if isinstance(sd.get(key), dict):
+            sd = sd[key]
+            break
+    out = {}
+    for key, tensor in sd.items():
+        for prefix in ("module.", "backbone.", "encoder."):
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        if key.startswith("head.") or not hasattr(tensor, "shape"):
+            continue
+        out[key] = tensor
+    return out
+
+
 KEY_MAPS: dict[str, Callable[[dict, ModelSpec], dict]] = {
     "efficientnet_pytorch": _efficientnet_pytorch,
+    "dino": _dino,
 }
