@@ -261,3 +261,29 @@ def test_coco_categories_match_ultralytics_and_the_demo_json():
     assert [n for _, n in COCO_CATEGORIES] == names
     demo = json.loads((REPO / "resources/demo/coco/instances_demo.json").read_text())
     assert [(c["id"], c["name"]) for c in demo["categories"]] == list(COCO_CATEGORIES)
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU and CUDA agree (run where a GPU exists)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("backend, task, arch", [("timm", "cls", "resnet10t")] + DETECTORS)
+def test_cpu_and_cuda_predictions_agree(backend, task, arch, tmp_path, photos):
+    """Same weights on CPU (fp32) and CUDA (fp32, and bf16 for the classifier): top-1 equal and
+    probabilities within 2e-3 (fp32) / 5e-2 (bf16); detections within 1 px for the top boxes."""
+    s = spec() if backend == "timm" else _detector(backend, task, arch, tmp_path)
+    cpu = create_predictor(s, "cpu").predict(photos)
+    cuda = create_predictor(s, "cuda", "fp32").predict(photos)
+    for a, b in zip(cpu, cuda, strict=True):
+        if task == "cls":
+            assert a["top5_ids"][0] == b["top5_ids"][0]
+            np.testing.assert_allclose(a["top5_probs"], b["top5_probs"], atol=2e-3)
+        else:
+            k = min(5, len(a["scores"]), len(b["scores"]))
+            np.testing.assert_allclose(a["boxes_xyxy"][:k], b["boxes_xyxy"][:k], atol=1.0)
+            np.testing.assert_allclose(a["scores"][:k], b["scores"][:k], atol=2e-3)
+    if task == "cls":
+        bf16 = create_predictor(s, "cuda", "bf16", channels_last=True).predict(photos)
+        for a, b in zip(cpu, bf16, strict=True):
+            np.testing.assert_allclose(a["top5_probs"][0], b["top5_probs"][0], atol=5e-2)

@@ -1,0 +1,1 @@
+"""The label ensemble: registry, backends and batched inference (stage 4)."""
