@@ -1,4 +1,5 @@
-# Stage 1, select: the candidates of each shard and which of them become sources.
+# Stage 1, select: the candidates of each shard, their NR-IQA scores, and which become sources.
+# Weight files are checked when a job runs (not inputs), so a plan needs no weights.
 
 
 # The embedded demo's photos are written out of their packages by a rule, once per demo set.
@@ -29,11 +30,12 @@ rule select:
         config=stage_params("select"),
     log:
         layout.log_path(OUTDIR, "select", "{dataset}-{shard}"),
+    threads: lambda wildcards: config["select"][wildcards.dataset]["threads"]
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=4000,
+        runtime=60,
     conda:
         "../envs/miqd.yaml"
     shell:
         "miqd select --config {params.config:q} --dataset {wildcards.dataset}"
-        " --shard {wildcards.shard} --out {output} > {log} 2>&1"
+        " --shard {wildcards.shard} --out {output} --threads {threads} > {log} 2>&1"

@@ -42,6 +42,7 @@ def test_coco_gt_masks_equal_the_union_of_ann_to_mask(demo_dirs, tmp_path):
         np.testing.assert_array_equal(got, expected)
         assert row.roi_fraction == pytest.approx(expected.mean())
         assert row.flag == "ok"
+        assert row.method == "coco_gt" and pd.isna(row.coseg_group) and pd.isna(row.grabcut)
 
 
 def test_instances_mask_handles_crowd_rle_and_polygons():
