@@ -1,4 +1,4 @@
-"""Figures a person would rather see than read: distortion statistics and example images."""
+"""Figures a person would rather see than read: distortion statistics, example images, labels."""
 
 from __future__ import annotations
 
@@ -71,10 +71,89 @@ def distort_figures(manifest_path: str, root: str, quality_png: str, examples_pn
     manifest = read_table(manifest_path)
     dataset = Path(manifest_path).stem
     n = manifest["image_id"].nunique()
-    fig = quality_distribution(manifest, f"{dataset}: {n} sources, {len(manifest)} distorted images")
-    with atomic_path(quality_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    save_figure(quality_distribution(manifest, f"{dataset}: {n} sources, {len(manifest)} distorted images"),
+                quality_png)
     sheet = contact_sheet(manifest, Path(root), manifest["image_id"].iloc[0])
     with atomic_path(examples_png) as tmp:
         sheet.save(tmp, format="PNG")
+
+
+def save_figure(fig: plt.Figure, path: str, dpi: int = 110) -> None:
+    """Write a figure atomically, without a timestamp, so reruns give the same bytes."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
+    plt.close(fig)
+
+
+TASK_TITLES = {"cls": "Image classification", "det": "Object detection", "ins": "Instance segmentation"}
+LABEL_COLOURS = {"consistency": "#4C72B0", "accuracy": "#DD8452", "composite": "#55A868"}
+
+
+def validation_figure(trials: pd.DataFrame, path: str) -> None:
+    """Per-trial SRCC / PLCC / RMSE of label validation, per task and label type (Table 4's spread)."""
+    tasks = [t for t in TASK_TITLES if t in set(trials["task"])]
+    metrics = ("srcc", "plcc", "rmse")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
+    labels = list(LABEL_COLOURS)
+    width = 0.8 / len(labels)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for k, label in enumerate(labels):
+            data = [trials.loc[(trials.task == t) & (trials.label == label), metric].dropna().to_numpy()
+                    for t in tasks]
+            pos = np.arange(len(tasks)) + (k - 1) * width
+            parts = ax.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True, manage_ticks=False)
+            for box in parts["boxes"]:
+                box.set_facecolor(LABEL_COLOURS[label])
+                box.set_alpha(0.8)
+            ax.plot([], [], color=LABEL_COLOURS[label], lw=6, label=label)
+        ax.set_xticks(np.arange(len(tasks)), tasks)
+        ax.set_title(metric.upper())
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"Label validation: {trials['trial'].nunique()} random 80/20 partitions of the models")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def label_density_figure(labels: dict[str, pd.DataFrame], path: str) -> None:
+    """Consistency vs accuracy density per task (paper Fig. 4)."""
+    fig, axes = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 4), squeeze=False)
+    for ax, (task, table) in zip(axes[0], labels.items(), strict=True):
+        ok = table["consistency"].notna() & table["accuracy"].notna()
+        ax.hexbin(table.loc[ok, "consistency"], table.loc[ok, "accuracy"], gridsize=25, extent=(0, 1, 0, 1),
+                  cmap="Blues", bins="log", mincnt=1)
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("consistency (MMOS)")
+        ax.set_ylabel("accuracy (MMOS)")
+        ax.set_title(f"{TASK_TITLES.get(task, task)} ({int(ok.sum())} images)")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def mmos_heatmap_figure(table: pd.DataFrame, task: str, path: str) -> None:
+    """Mean MMOS over (ROI level, background level) per corruption and label type (paper Fig. 6)."""
+    corruptions = list(dict.fromkeys(table["corruption"]))
+    kinds = list(LABEL_COLOURS)
+    fig, axes = plt.subplots(len(kinds), len(corruptions), figsize=(1.55 * len(corruptions) + 1, 1.6 * len(kinds) + 0.8),
+                             squeeze=False)
+    for i, kind in enumerate(kinds):
+        for j, corruption in enumerate(corruptions):
+            part = table[table.corruption == corruption]
+            grid = part.pivot_table(index="bg_level", columns="roi_level", values=kind, aggfunc="mean")
+            grid = grid.reindex(index=range(5, 0, -1), columns=range(1, 6))
+            ax = axes[i][j]
+            image = ax.imshow(grid.to_numpy(), vmin=0, vmax=1, cmap="viridis")
+            ax.set_xticks(range(5), range(1, 6), fontsize=6)
+            ax.set_yticks(range(5), range(5, 0, -1), fontsize=6)
+            if i == 0:
+                ax.set_title(corruption, fontsize=7)
+            if j == 0:
+                ax.set_ylabel(f"{kind}\nbackground level", fontsize=7)
+            if i == len(kinds) - 1:
+                ax.set_xlabel("ROI level", fontsize=7)
+    fig.suptitle(f"{TASK_TITLES.get(task, task)}: mean MMOS by (ROI, background) distortion level")
+    fig.tight_layout(rect=(0, 0, 0.94, 1))
+    fig.colorbar(image, cax=fig.add_axes((0.95, 0.15, 0.01, 0.7)), label="mean label")
+    save_figure(fig, path)

@@ -1,0 +1,25 @@
+# The report: one self-contained HTML page of the run (distortions, labels with paper Figs. 4 and 6,
+# the label-validation table, the splits, and whatever later stages add as sections).
+
+
+rule report:
+    input:
+        distort=distort_targets(),
+        labels=[layout.label_table(OUTDIR, t, s) for t in TASKS for s in task_shards(t)],
+        validation=list(layout.validation_table(OUTDIR).values()) if VALIDATED_TASKS else [],
+        splits=[layout.split_table(OUTDIR, d) for d in DATASETS],
+        trained=train_targets(),
+    output:
+        layout.report_html(OUTDIR),
+    params:
+        config=miqd.config.stage_json(config, "report"),
+        tasks=" ".join(TASKS),
+        validated="--validated" if VALIDATED_TASKS else "",
+        runs=" ".join(TRAIN_RUNS),
+    log:
+        layout.log_path(OUTDIR, "report", "report"),
+    conda:
+        "../envs/miqd.yaml"
+    shell:
+        "miqd report --config {params.config:q} --tasks {params.tasks} {params.validated}"
+        " --runs {params.runs} --out {output} > {log} 2>&1"

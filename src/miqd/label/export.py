@@ -1,0 +1,55 @@
+"""Labels in the published MIQD-2.5M layout, so the upstream RA-MIQA data loaders can read them.
+
+- cls: `miqa_cls/labels/<source id>_mmos.csv`, one row per distorted image: `dist_images`,
+  `weighted_consistency`, `weighted_accuracy` (the MMOS), and the unweighted `mean_*` / `std_*` over
+  the models.
+- det / ins: `miqa_det/labels/<id>_accuracy.csv` and `<id>_consistency.csv` (ins: `miqa_ins/labels/`),
+  columns `filename, AP_weighted_avg`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from miqd.io import write_text
+
+log = logging.getLogger("miqd.export")
+
+def _csv(frame: pd.DataFrame) -> str:
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False, float_format="%.6f", lineterminator="\n")
+    return buf.getvalue()
+
+
+def export(task: str, label_paths: list[str], folder: str) -> int:
+    """Write the upstream label files of every source in the label tables; returns how many."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    written = 0
+    for path in label_paths:
+        table = pq.read_table(path).to_pandas()
+        names = table["path"].map(lambda p: Path(p).name)
+        for image_id, rows in table.groupby("image_id", sort=False):
+            files = names[rows.index]
+            if task == "cls":
+                out = pd.DataFrame({"dist_images": files.to_numpy(),
+                                    "weighted_consistency": rows["consistency"].to_numpy(),
+                                    "weighted_accuracy": rows["accuracy"].to_numpy()})
+                for kind in ("consistency", "accuracy"):
+                    per_model = rows[[c for c in rows.columns if c.startswith(f"{kind}/")]].to_numpy(np.float64)
+                    out[f"mean_{kind}"] = np.nanmean(per_model, axis=1)
+                    out[f"std_{kind}"] = np.nanstd(per_model, axis=1)
+                write_text(Path(folder) / f"{image_id}_mmos.csv", _csv(out))
+                written += 1
+            else:
+                for kind in ("accuracy", "consistency"):
+                    out = pd.DataFrame({"filename": files.to_numpy(), "AP_weighted_avg": rows[kind].to_numpy()})
+                    write_text(Path(folder) / f"{image_id}_{kind}.csv", _csv(out))
+                    written += 1
+    log.info("export %s: %d label files in %s", task, written, folder)
+    return written
