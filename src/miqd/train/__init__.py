@@ -1,0 +1,1 @@
+"""Stage 8: RA-MIQA and baseline quality models; training, evaluation and scoring."""
