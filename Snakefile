@@ -17,6 +17,11 @@ include: "rules/select.smk"
 include: "rules/roi.smk"
 include: "rules/distort.smk"
 include: "rules/infer.smk"
+include: "rules/label.smk"
+include: "rules/validate.smk"
+include: "rules/split.smk"
+include: "rules/train.smk"
+include: "rules/report.smk"
 
 
 rule all:
@@ -34,3 +39,13 @@ rule distorted:
 rule predicted:
     input:
         infer_targets(),
+
+
+rule labelled:
+    input:
+        label_targets() + split_targets(),
+
+
+rule trained:
+    input:
+        train_targets(),

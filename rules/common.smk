@@ -15,6 +15,12 @@ MODEL_GROUPS = {
     for key, specs in groups(load_registry(config["infer"]["registry"])).items()
     if key[0] in config["infer"]["tasks"] and layout.TASK_DATASET[key[0]] in DATASETS
 }
+# tasks with a label ensemble, in the paper's order
+TASKS = [t for t in ("cls", "det", "ins") if any(task == t for task, _ in MODEL_GROUPS)]
+# label validation compares two disjoint parts of a task's ensemble: it needs two models
+VALIDATED_TASKS = [t for t in TASKS if sum(len(s) for (task, _), s in MODEL_GROUPS.items() if task == t) >= 2]
+for _task in sorted(set(TASKS) - set(VALIDATED_TASKS)):
+    logger.warning(f"task {_task} has a single model: its labels cannot be validated (paper Table 4 needs two)")
 
 
 wildcard_constraints:
@@ -66,6 +72,53 @@ def group_models(wildcards):
     return json.dumps({"models": [s.as_dict() for s in specs]}, sort_keys=True)
 
 
+def task_shards(task):
+    return shards(layout.TASK_DATASET[task])
+
+
+def task_models(wildcards):
+    """The task's models as the label jobs need them (id, benchmark, random), in registry order.
+
+    Passed as params: editing a model's benchmark reruns the labels of its task, nothing else.
+    """
+    specs = [s for (task, _), group in MODEL_GROUPS.items() if task == wildcards.task for s in group]
+    return json.dumps([{"id": s.id, "benchmark": s.benchmark, "random": s.random_weights} for s in specs])
+
+
+def label_inputs(wildcards):
+    dataset = layout.TASK_DATASET[wildcards.task]
+    inputs = {
+        "indexes": [
+            layout.infer_index(OUTDIR, task, group, wildcards.shard)
+            for task, group in MODEL_GROUPS
+            if task == wildcards.task
+        ],
+        "manifest": layout.distort_manifest(OUTDIR, dataset, wildcards.shard),
+        "sources": layout.select_table(OUTDIR, dataset, wildcards.shard),
+    }
+    if dataset == "coco":
+        inputs["annotations"] = config["sources"]["coco"]["annotations"]
+    return inputs
+
+
+def annotations_arg(wildcards, input):
+    return f"--annotations {input.annotations}" if "annotations" in input.keys() else ""
+
+
+def task_label_tables(wildcards):
+    return [layout.label_table(OUTDIR, wildcards.task, s) for s in task_shards(wildcards.task)]
+
+
+def label_targets():
+    return [layout.label_export_dir(OUTDIR, t) for t in TASKS] + (
+        list(layout.validation_table(OUTDIR).values()) if VALIDATED_TASKS else []
+    )
+
+
+def split_targets():
+    return [layout.split_table(OUTDIR, d) for d in DATASETS]
+
+
 def infer_targets():
     return [
         layout.infer_index(OUTDIR, task, group, shard)
@@ -83,4 +136,11 @@ def distort_targets():
 
 
 def all_targets():
-    return distort_targets() + infer_targets()
+    return (
+        distort_targets()
+        + infer_targets()
+        + label_targets()
+        + split_targets()
+        + train_targets()
+        + [layout.report_html(OUTDIR)]
+    )

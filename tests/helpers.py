@@ -84,6 +84,7 @@ def demo_config(outdir: Path, **shards: int) -> Path:
 
 
 def published_files(outdir: Path) -> dict[str, bytes]:
-    """Every file of the published layout (images and source copies), by relative path."""
+    """Every image of the published layout (distortions and source copies), by relative path."""
     return {p.relative_to(outdir).as_posix(): p.read_bytes()
-            for folder in ("miqa_cls", "miqa_det") for p in (outdir / folder).rglob("*") if p.is_file()}
+            for folder in ("miqa_cls", "miqa_det") for sub in ("images", "src_images")
+            for p in (outdir / folder / sub).rglob("*") if p.is_file()}

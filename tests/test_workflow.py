@@ -27,8 +27,14 @@ def test_demo_dry_run_lists_per_shard_jobs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert job_counts(proc.stdout) == {
         "all": 1, "demo_sources_coco": 1, "demo_sources_imagenet": 1, "distort": 3,
-        "distort_figures": 2, "infer": 4, "merge_distort": 2, "roi": 3, "select": 3, "total": 20,
+        "distort_figures": 2, "infer": 4, "merge_distort": 2, "roi": 3, "select": 3,
+        "label": 4, "export_labels_cls": 1, "export_labels_det": 1, "export_labels_ins": 1,
+        "validate": 2, "validation_table": 1, "split_imagenet": 1, "split_coco": 1,
+        "train": 2, "evaluate_run": 2, "evaluate_baselines": 2, "evaluate_report": 1, "report": 1,
+        "total": 40,
     }
+    # the demo's ins ensemble is one model: its labels cannot be validated, and the run says so
+    assert "task ins has a single model: its labels cannot be validated" in proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +63,18 @@ def test_full_scale_dry_run_is_per_shard_not_per_image(full_scale_config):
     expected = {rule: n_in + n_coco for rule in per_shard}
     expected.update({rule: 2 for rule in per_dataset}, all=1)
     expected["infer"] = cls_groups * n_in + coco_groups * n_coco
+    expected["label"] = n_in + 2 * n_coco  # per (task, shard): cls on imagenet, det and ins on coco
+    expected.update({f"export_labels_{t}": 1 for t in ("cls", "det", "ins")}, validate=3, validation_table=1)
+    expected.update(split_imagenet=1, split_coco=1, report=1)
+    n_runs, n_eval = len(cfg["train"]["runs"]), len(cfg["evaluate"]["tasks"])
+    expected.update(train=n_runs, evaluate_run=n_runs, evaluate_baselines=n_eval, evaluate_report=1)
     expected["total"] = sum(expected.values())
     print(f"full-scale DAG: {expected['total']} jobs = {len(per_shard)} x ({n_in} + {n_coco}) shards "
-          f"+ {len(per_dataset)} x 2 datasets + infer ({cls_groups} x {n_in} + {coco_groups} x {n_coco}) + all")
+          f"+ {len(per_dataset)} x 2 datasets + infer ({cls_groups} x {n_in} + {coco_groups} x {n_coco}) "
+          f"+ label ({n_in} + 2 x {n_coco}) + 3 label exports + 3 validate + table + 2 splits "
+          f"+ {n_runs} x (train + evaluate) + {n_eval} baselines + evaluation tables + report + all")
     assert job_counts(proc.stdout) == expected
-    assert expected["total"] < 5000  # per shard, never per image: 2.5 M images stay a few hundred jobs
+    assert expected["total"] < 5000  # per shard, never per image: 2.5 M images stay a few thousand jobs
     assert "demo_sources" not in proc.stdout  # nothing of the demo config leaks in
 
 
@@ -98,8 +111,9 @@ def test_demo_end_to_end_is_byte_identical_across_sharding_and_workers(demo_run,
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
-def test_adding_a_model_plans_only_its_infer_jobs(demo_run, tmp_path):
-    """One new registry entry: the dry run shows its infer jobs (one per shard) and nothing else."""
+def test_adding_a_model_plans_only_its_infer_jobs_and_what_depends_on_it(demo_run, tmp_path):
+    """One new cls model: its infer jobs (one per shard), the cls labels and what is built from them;
+    no other model's inference, no det/ins label, nothing upstream."""
     registry = yaml.safe_load((REPO / "config" / "models_demo.yaml").read_text())
     registry["models"].append({"id": "resnet10t_random", "task": "cls", "backend": "timm",
                                "arch": "resnet10t", "weights": "random", "benchmark": 68.3})
@@ -110,5 +124,12 @@ def test_adding_a_model_plans_only_its_infer_jobs(demo_run, tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     proc = snakemake("-n", "--configfile", str(path))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert job_counts(proc.stdout) == {"infer": 2, "all": 1, "total": 3}
+    counts = job_counts(proc.stdout)
+    expected = {"infer": 2, "label": 2, "export_labels_cls": 1, "validate": 1, "validation_table": 1,
+                "train": 1,  # the cls run; the det run's labels did not change
+                "evaluate_run": 2,  # both runs are evaluated on the cls val set
+                "evaluate_baselines": 1, "evaluate_report": 1, "report": 1, "all": 1}
+    expected["total"] = sum(expected.values())
+    assert counts == expected, proc.stdout[-3000:]
     assert proc.stdout.count("group=resnet10t_random") == 2
+    assert "task=det" not in proc.stdout and "task=ins" not in proc.stdout
