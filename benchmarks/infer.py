@@ -28,6 +28,7 @@ import pyarrow as pa
 import torch
 
 from miqd import layout
+from miqd.devices import resolve_device
 from miqd.distort import engine
 from miqd.io import read_image, write_mask_png, write_table
 from miqd.models import infer
@@ -127,7 +128,7 @@ def main() -> int:
         return 2
     task, _ = matches[0]
     specs = specs_by_group[matches[0]]
-    device = infer.resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     gpu = device.startswith("cuda")
     settings = infer.InferSettings(device=device, precision="bf16" if gpu else "fp32", channels_last=gpu,
                                    batch_size=args.batch_size, workers=args.workers, chunk_size=4096,

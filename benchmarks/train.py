@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from miqd.train.data import QualityDataset  # noqa: E402
-from miqd.train.loop import _autocast, resolve_device  # noqa: E402
+from miqd.devices import resolve_device  # noqa: E402
+from miqd.train.loop import _autocast  # noqa: E402
 from miqd.train.models import create_model, parameter_counts  # noqa: E402
 from miqd.train.transforms import Preprocess  # noqa: E402
 
@@ -115,7 +116,7 @@ def main() -> None:
     p.add_argument("--images", help="folder of images for the data rate (default: the demo photos)")
     p.add_argument("--data-images", type=int, default=96, help="images decoded for the data rate")
     args = p.parse_args()
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     gpu = device.startswith("cuda")
     precision = args.precision or ("bf16" if gpu else "fp32")
     args.batch_size = args.batch_size or (128 if gpu else 8)

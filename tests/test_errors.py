@@ -115,3 +115,15 @@ def test_an_unreadable_image_stays_an_input_error_after_ultralytics_is_imported(
         read_image(bad)
     with pytest.raises(InputError, match=r"image .*broken\.png cannot be read"):
         image_size(bad)
+
+
+def test_asking_for_cuda_without_one_names_the_config_key(monkeypatch):
+    import torch
+
+    from miqd.devices import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto", "infer.device") == "cpu"
+    assert resolve_device("cpu", "infer.device") == "cpu"
+    with pytest.raises(InputError, match=r"train.device is 'cuda:1' but this machine has no CUDA device; use auto or cpu"):
+        resolve_device("cuda:1", "train.device")

@@ -39,10 +39,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-
 from scipy.stats import rankdata
 
 from miqd import iqa, sources
+from miqd.devices import resolve_device
 from miqd.io import InputError, image_size, open_image, read_image, write_table
 
 log = logging.getLogger("miqd.select")
@@ -177,15 +177,6 @@ METHODS: dict[str, Method] = {"all": _select_all, "list": _select_list, "top_k":
 
 # ---------------------------------------------------------------------------------------------
 # scoring
-
-
-def resolve_device(device: str, key: str) -> str:
-    from miqd.models.infer import resolve_device as _resolve
-
-    try:
-        return _resolve(device)
-    except InputError:
-        raise InputError(f"{key} is {device!r} but this machine has no CUDA device; use auto or cpu") from None
 
 
 def _header(path: str) -> tuple[int, int, str]:

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from miqd import __version__, layout
+from miqd.devices import resolve_device
 from miqd.io import InputError, read_image, read_table, write_table
 from miqd.models.backends import create_predictor
 from miqd.models.registry import ModelSpec
@@ -73,19 +74,9 @@ class InferSettings:
     @classmethod
     def from_config(cls, config: dict, workers: int | None = None, threads: int | None = None) -> InferSettings:
         c = config["infer"]
-        return cls(resolve_device(c["device"]), c["precision"], c["channels_last"], c["batch_size"],
+        return cls(resolve_device(c["device"], "infer.device"), c["precision"], c["channels_last"], c["batch_size"],
                    c["workers"] if workers is None else workers, c["chunk_size"],
                    c["threads"] if threads is None else threads)
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"infer.device is {device!r} but this machine has no CUDA device")
-    return device
 
 
 def shard_images(select_path: str, manifest_path: str, outdir: str) -> pd.DataFrame:

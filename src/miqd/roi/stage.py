@@ -103,7 +103,7 @@ def _coseg(rows: pd.DataFrame, cfg: dict, dataset: str, config: dict) -> Iterato
 
     from miqd.roi import coseg
     from miqd.roi.features import ViTFeatures
-    from miqd.select import resolve_device
+    from miqd.devices import resolve_device
 
     c = cfg["coseg"]
     key = f"roi.{dataset}.coseg"

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from miqd import __version__
+from miqd.devices import resolve_device
 from miqd.io import InputError, write_bytes, write_text
 from miqd.metrics import correlations
 from miqd.seeding import stream_key
@@ -114,16 +115,6 @@ class TrainSettings:
                                                           "label": table[self.label]}), index=False)
                  .to_numpy().tobytes())
         return h.hexdigest()[:16]
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device {device} asked for (train.device) but CUDA is not available here")
-    return device
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -343,7 +334,7 @@ def train(config: dict, run_name: str) -> dict:
     outdir = config["outdir"]
     outputs = files.train_outputs(outdir, run_name)
     work = files.work_dir(outdir, run_name)
-    device = resolve_device(s.device)
+    device = resolve_device(s.device, "train.device")
     torch.set_num_threads(s.threads)
     dist = _Dist(device)
     try:
