@@ -9,17 +9,17 @@ rule infer:
     params:
         config=lambda wildcards: miqd.config.stage_json(config, "infer"),
         models=group_models,
-        workers=config["infer"]["workers"],
     log:
         layout.log_path(OUTDIR, "infer", "{task}-{group}-{shard}"),
     threads: config["infer"]["threads"]
     resources:
         mem_mb=config["infer"]["resources"]["mem_mb"],
         runtime=config["infer"]["resources"]["runtime"],
+        workers=config["infer"]["workers"],  # decode processes: how it runs, not what it computes
     conda:
         "../envs/miqd.yaml"
     shell:
         "miqd infer --config {params.config:q} --models {params.models:q} --task {wildcards.task}"
         " --group {wildcards.group} --shard {wildcards.shard} --sources {input.sources}"
-        " --manifest {input.manifest} --out {output} --workers {params.workers} --threads {threads}"
+        " --manifest {input.manifest} --out {output} --workers {resources.workers} --threads {threads}"
         " > {log} 2>&1"

@@ -1,7 +1,7 @@
 # Stage 8, train and evaluate (DESIGN.md §3.8): one job per training run (train.runs, named
 # <model>_<task>_<label>), one evaluation job per run (its predictions on every evaluated task's
 # validation set), the HVS baselines per task, and one job assembling the paper's tables.
-# GPU jobs: train (resources gpu; profiles/slurm sets it) and evaluate_run; the rest use CPUs.
+# GPU jobs: train (resources gpu = train.gpus) and evaluate_run (profiles/slurm); the rest use CPUs.
 # The logic (inputs, params, targets) is in src/miqd/train/workflow.py.
 from functools import partial
 
@@ -24,20 +24,19 @@ rule train:
         **train_files.train_outputs(OUTDIR, "{run}"),
     params:
         config=lambda wildcards: train_workflow.params(config, "train", wildcards.run),
-        workers=config["train"]["workers"],
-        gpus=config["train"]["gpus"],
     log:
         layout.log_path(OUTDIR, "train", "{run}"),
     threads: config["train"]["threads"]
     resources:
         mem_mb=config["train"]["resources"]["mem_mb"],
         runtime=config["train"]["resources"]["runtime"],
-        gpu=train_workflow.train_gpus(config),
+        gpu=train_workflow.train_gpus(config),  # more than 1: DistributedDataParallel, one process each
+        workers=config["train"]["workers"],
     conda:
         "../envs/miqd.yaml"
     shell:
-        "miqd train --config {params.config:q} --run {wildcards.run} --workers {params.workers}"
-        " --threads {threads} --gpus {params.gpus} > {log} 2>&1"
+        "miqd train --config {params.config:q} --run {wildcards.run} --workers {resources.workers}"
+        " --threads {threads} --gpus {resources.gpu} > {log} 2>&1"
 
 
 rule evaluate_run:
@@ -47,17 +46,17 @@ rule evaluate_run:
         **train_files.evaluate_outputs(OUTDIR, "{run}"),
     params:
         config=lambda wildcards: train_workflow.params(config, "evaluate", wildcards.run),
-        workers=config["evaluate"]["workers"],
     log:
         layout.log_path(OUTDIR, "evaluate", "{run}"),
     threads: config["evaluate"]["threads"]
     resources:
         mem_mb=config["evaluate"]["resources"]["mem_mb"],
         runtime=config["evaluate"]["resources"]["runtime"],
+        workers=config["evaluate"]["workers"],
     conda:
         "../envs/miqd.yaml"
     shell:
-        "miqd evaluate --config {params.config:q} --run {wildcards.run} --workers {params.workers}"
+        "miqd evaluate --config {params.config:q} --run {wildcards.run} --workers {resources.workers}"
         " --threads {threads} > {log} 2>&1"
 
 

@@ -25,7 +25,7 @@ from miqd import layout
 from slurm_cluster import SlurmCluster, Unavailable, ensure_installed
 
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
-GPU_RULES = {"select", "roi", "infer", "train", "evaluate_run"}
+GPU_RULES = {"select", "roi", "infer", "evaluate_run"}  # train: as many as train.gpus
 
 
 @pytest.fixture(scope="session")

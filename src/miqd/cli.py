@@ -197,10 +197,18 @@ def cmd_train(args) -> None:
 
     config = _stage_config(args)
     files.find_run(config, args.run)
-    for key in ("workers", "threads", "gpus"):  # not in the rules' config slice: they do not change results
+    for key in ("workers", "threads"):  # not in the rules' config slice: they do not change results
         if getattr(args, key) is not None:
             config["train"][key] = getattr(args, key)
+    if args.gpus is not None:  # the GPUs the job was given (0 on a CPU-only config): one process each
+        config["train"]["gpus"] = max(1, args.gpus)
     gpus = config["train"]["gpus"]
+    if gpus > 1 and config["train"]["device"] != "cpu":
+        import torch
+
+        if torch.cuda.device_count() < gpus:
+            raise InputError(f"train.gpus is {gpus} but this job sees {torch.cuda.device_count()} CUDA device(s); "
+                             f"ask the scheduler for {gpus} GPUs (the train rule's gpu resource) or lower train.gpus")
     if gpus > 1 and "WORLD_SIZE" not in os.environ:
         # several GPUs: one training process per GPU under torchrun (DistributedDataParallel)
         import json
@@ -245,9 +253,9 @@ def cmd_score(args) -> None:
             raise InputError(f"no training run of task {args.task} in train.runs of {args.config}; "
                              f"pass --checkpoint")
         checkpoint = files.train_outputs(config["outdir"], files.run_name(runs[0]))["model"]
-    from miqd.train.loop import resolve_device
+    from miqd.devices import resolve_device
 
-    score.run(args.path, checkpoint, args.format, args.out, args.annotate, args.recursive, resolve_device(args.device),
+    score.run(args.path, checkpoint, args.format, args.out, args.annotate, args.recursive, resolve_device(args.device, "--device"),
               args.batch_size)
 
 

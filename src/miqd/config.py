@@ -199,10 +199,16 @@ def load(source: str | Path, whole_workflow: bool = True) -> dict:
     return validate(data, whole_workflow)
 
 
-# keys that do not change a stage's outputs: editing them must not rerun its jobs
-_NOT_OUTPUT_RELEVANT = {"infer": ("registry", "tasks", "resources", "threads", "workers"),
-                        "train": ("resources", "threads", "workers", "gpus"),
-                        "evaluate": ("resources", "threads", "workers")}
+# keys that do not change a stage's outputs: editing them must not rerun its jobs. How a job runs
+# (its resources, threads, decode workers, GPUs) reaches it through the rule's threads/resources.
+_HOW_IT_RUNS = frozenset({"resources", "threads", "workers", "gpus"})
+_NOT_OUTPUT_RELEVANT = {"infer": ("registry", "tasks")}  # the registry reaches jobs as their models
+
+
+def _without_how_it_runs(value):
+    if isinstance(value, dict):
+        return {k: _without_how_it_runs(v) for k, v in value.items() if k not in _HOW_IT_RUNS}
+    return value
 
 _STAGE_KEYS = {
     "select": ("outdir", "seed", "sources", "select"),
@@ -222,7 +228,7 @@ def stage_json(config: dict, stage: str, dataset: str | None = None) -> str:
     """The part of the config a stage job reads, as compact JSON for the rule's `params`.
 
     Snakemake reruns a job when its params change, so passing only the stage's own keys (and only
-    the job's dataset) reruns exactly the jobs a config edit affects.
+    the job's dataset), without how the job runs, reruns exactly the jobs a config edit affects.
     """
     sub: dict = {}
     for key in _STAGE_KEYS[stage]:
@@ -231,5 +237,5 @@ def stage_json(config: dict, stage: str, dataset: str | None = None) -> str:
             value = {dataset: value[dataset]} if dataset in value else {}
         if key in _NOT_OUTPUT_RELEVANT:
             value = {k: v for k, v in value.items() if k not in _NOT_OUTPUT_RELEVANT[key]}
-        sub[key] = value
+        sub[key] = _without_how_it_runs(value)
     return json.dumps(sub, sort_keys=True, separators=(",", ":"))
