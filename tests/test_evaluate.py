@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from miqd import cli, layout
+from miqd.io import InputError
 from miqd.metrics import correlations
 from miqd.train import evaluate, files, loop
 from train_helpers import region_checkpoint, tiny_photos, train_config, write_pipeline
@@ -42,7 +43,7 @@ def evaluated(trained):
     for task in ("cls", "det"):
         path = files.baselines_table(out, task)
         cfg = dict(config, evaluate=dict(config["evaluate"], pyiqa=[
-            {"name": "vsi"}, {"name": "lpips", "weights": {"file": "/nonexistent/lpips.pth"}}]))
+            {"name": "vsi"}, {"name": "not_a_pyiqa_metric"}]))
         evaluate.baselines(cfg, task, path)
         base.append(path)
     preds = [files.evaluate_outputs(out, files.run_name(r))["predictions"] for r in RUNS]
@@ -74,7 +75,16 @@ def test_baselines_psnr_ssim_and_pyiqa_status(evaluated):
     assert "vsi" in base and np.isfinite(base["vsi"]).all()  # pyiqa full-reference, no weights needed
     status = evaluate.baseline_status(path)
     assert status["vsi"] == "ok" and status["psnr"] == "ok"
-    assert "lpips" not in base and "lpips.pth does not exist" in status["lpips"]
+    assert "not_a_pyiqa_metric" not in base and "cannot be created" in status["not_a_pyiqa_metric"]
+
+
+def test_a_named_but_missing_baseline_weights_file_is_an_error(evaluated, tmp_path):
+    config, _ = evaluated
+    cfg = dict(config, evaluate=dict(config["evaluate"], pyiqa=[
+        {"name": "lpips", "weights": {"file": "/nonexistent/lpips.pth"}}]))
+    with pytest.raises(InputError, match=r"evaluate.pyiqa lpips: weights file /nonexistent/lpips.pth does not "
+                                         r"exist; copy the metric's published checkpoint there"):
+        evaluate.baselines(cfg, "cls", str(tmp_path / "b.parquet"))
 
 
 def test_tables_follow_the_paper(evaluated):
@@ -121,7 +131,7 @@ def test_report_files(evaluated):
         assert title in md
     assert "| HVS-based | PSNR |" in md and "| Machine-based | RA-MIQA |" in md
     assert "cls SRCC | cls PLCC | cls KRCC | cls RMSE | det SRCC" in md
-    assert "baseline LPIPS on cls: not available" in md
+    assert "baseline not_a_pyiqa_metric on cls: not available" in md
     assert "ra_miqa_cls_composite: backbone seeded random initialisation" in md
     csv = pd.read_csv(out["table5_csv"])
     assert csv.equals(pd.read_csv(out["table5_csv"])) and len(csv) == len(t["table5"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -42,7 +44,9 @@ def test_exported_labels_and_splits_read_back_as_the_pipelines_samples(tmp_path,
     ids = SOURCES["cls" if task == "cls" else "det"]
     outdir = str(tmp_path / "out")
     labels = layout.label_table(outdir, task, "000")
-    write_table(labels, _label_table(task, ids))
+    table = pa.Table.from_pandas(_label_table(task, ids), preserve_index=False)
+    write_table(labels, table.replace_schema_metadata({"miqd.alpha": '{"m1": 1.0}', "miqd.lambda": "0.5",
+                                                       "miqd.random_models": '["m1"]'}))
     select = [dict(image_id=i, path=f"/data/{i}.JPEG" if task == "cls" else f"/data/{i}.jpg", width=10,
                    height=10, class_index=3 if task == "cls" else None,
                    class_name="sea snake" if task == "cls" else None, categories=None if task == "cls" else [1],
@@ -62,3 +66,6 @@ def test_exported_labels_and_splits_read_back_as_the_pipelines_samples(tmp_path,
     for label in ("consistency", "accuracy", "composite"):
         np.testing.assert_allclose(ours[label], published[label], atol=1e-6)
     assert (published["split"] == "val").sum() == len(PAIRS) * 2  # one of the five sources
+    provenance = (Path(folder) / "PROVENANCE.txt").read_text()
+    assert f"MMOS labels of task {task}" in provenance and "m1: 1.000000" in provenance
+    assert "models m1 had RANDOM weights: these labels are NOT real" in provenance

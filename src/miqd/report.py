@@ -92,7 +92,7 @@ def build(outdir: str, datasets: list[str], tasks: dict[str, list[str]], validat
 
 def _page(outdir: str, datasets: list[str], tasks: dict[str, list[str]], validated: bool,
           train_runs: list[str] | None, fig_dir: Path) -> str:
-    parts = [f"<h1>miqd run: {html.escape(str(Path(outdir).resolve()))}</h1>"]
+    parts = [f"<h1>miqd run: {html.escape(outdir)}</h1>"]
 
     parts.append("<h2>Distortions</h2>")
     for dataset in datasets:

@@ -5,11 +5,14 @@
   the models.
 - det / ins: `miqa_det/labels/<id>_accuracy.csv` and `<id>_consistency.csv` (ins: `miqa_ins/labels/`),
   columns `filename, AP_weighted_avg`.
+- `PROVENANCE.txt` beside them: which models and weights (α, λ) made the labels, and whether any
+  had random weights, so an exported folder cannot pass for the published database by mistake.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 from pathlib import Path
 
@@ -51,5 +54,19 @@ def export(task: str, label_paths: list[str], folder: str) -> int:
                     out = pd.DataFrame({"filename": files.to_numpy(), "AP_weighted_avg": rows[kind].to_numpy()})
                     write_text(Path(folder) / f"{image_id}_{kind}.csv", _csv(out))
                     written += 1
+    _provenance(task, label_paths[0], folder)
     log.info("export %s: %d label files in %s", task, written, folder)
     return written
+
+
+def _provenance(task: str, label_path: str, folder: str) -> None:
+    meta = pq.read_schema(label_path).metadata or {}
+    alpha = json.loads(meta.get(b"miqd.alpha", b"{}"))
+    random = json.loads(meta.get(b"miqd.random_models", b"[]"))
+    lines = [f"MMOS labels of task {task}, made by miqd (label tables under label/{task}/).",
+             f"lambda (composite = lambda * consistency + (1 - lambda) * accuracy): "
+             f"{json.loads(meta.get(b'miqd.lambda', b'null'))}",
+             "models and their weights alpha:"] + [f"  {m}: {a:.6f}" for m, a in alpha.items()]
+    if random:
+        lines.append(f"WARNING: models {', '.join(random)} had RANDOM weights: these labels are NOT real.")
+    write_text(Path(folder) / "PROVENANCE.txt", "\n".join(lines) + "\n")

@@ -141,6 +141,11 @@ def write_table4(trial_paths: list[str], csv_path: str, md_path: str, plot_path:
             notes.append(f"{tables[-1]['task'].iloc[0]}: models {', '.join(random)} have random weights; "
                          f"these numbers are NOT real label statistics")
     data = pd.concat(tables, ignore_index=True)
+    for task, group in data.groupby("task", sort=False):
+        distinct = group["part_a"].nunique()
+        if distinct < group["trial"].nunique():
+            notes.append(f"{task}: its models allow only {distinct} distinct partition(s), so the trials repeat "
+                         f"them and the std says nothing about stability")
     notes.insert(0, f"{data['trial'].nunique()} trials per task; models per part: "
                     + "; ".join(f"{t}: {len(g.part_a.iloc[0].split(','))} + {len(g.part_b.iloc[0].split(','))}"
                                 for t, g in data.groupby("task", sort=False)))

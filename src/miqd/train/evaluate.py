@@ -79,14 +79,15 @@ def evaluate_run(config: dict, run_name: str) -> pd.DataFrame:
     import torch
 
     from miqd.train.data import QualityDataset
-    from miqd.train.loop import load_quality_model, predict, resolve_device
+    from miqd.devices import resolve_device
+    from miqd.train.loop import load_quality_model, predict
     from miqd.train.transforms import Preprocess
 
     run = files.find_run(config, run_name)
     outdir = config["outdir"]
     e = config["evaluate"]
     torch.set_num_threads(e["threads"])
-    device = resolve_device(e["device"])
+    device = resolve_device(e["device"], "evaluate.device")
     model, ckpt = load_quality_model(files.train_outputs(outdir, run_name)["model"], device)
     s = json.loads(ckpt["settings"])
     region = s["region_size"] if model_def(s["model"]).region else None
@@ -171,7 +172,15 @@ def _pyiqa_metric(entry: dict, device: str):
 
 
 def _pyiqa_scores(entry: dict, val: pd.DataFrame, device: str) -> tuple[np.ndarray | None, str]:
-    """Scores of one pyiqa metric (negated when lower is better), or None and why not."""
+    """Scores of one pyiqa metric (negated when lower is better), or None and why not.
+
+    A metric whose weights the user named as a file must work: a missing file is an error, not a
+    baseline quietly left out of the tables.
+    """
+    weights = entry.get("weights")
+    if isinstance(weights, dict) and "file" in weights and not Path(weights["file"]).is_file():
+        raise InputError(f"evaluate.pyiqa {entry['name']}: weights file {weights['file']} does not exist; "
+                         f"copy the metric's published checkpoint there or remove the entry")
     try:
         scores, lower_better, full_ref = _pyiqa_metric(entry, device)
     except ImportError:
@@ -200,7 +209,7 @@ def baselines(config: dict, task: str, out_path: str) -> pd.DataFrame:
     """HVS / NR-IQA baseline scores of a task's validation images (higher = better quality)."""
     import torch
 
-    from miqd.train.loop import resolve_device
+    from miqd.devices import resolve_device
 
     torch.set_num_threads(config["evaluate"]["threads"])
     val = _psnr_ssim_from_sources(val_samples(config, task))
@@ -210,7 +219,7 @@ def baselines(config: dict, task: str, out_path: str) -> pd.DataFrame:
     status = {m: "ok" for m in HVS_ALWAYS}
     entries = [m for m in config["evaluate"]["pyiqa"] if m["name"] not in HVS_ALWAYS]
     names = [m["name"] for m in entries]
-    device = resolve_device(config["evaluate"]["device"]) if entries else "cpu"
+    device = resolve_device(config["evaluate"]["device"], "evaluate.device") if entries else "cpu"
     for entry in entries:
         name = entry["name"]
         scores, why = _pyiqa_scores(entry, val, device)
@@ -229,6 +238,17 @@ def baselines(config: dict, task: str, out_path: str) -> pd.DataFrame:
     log.info("baselines of %s val (%d images): %s -> %s", task, len(df),
              ", ".join(f"{k} {'ok' if v == 'ok' else 'not available'}" for k, v in status.items()), out_path)
     return df
+
+
+def _random_label_models(config: dict, task: str) -> list[str]:
+    """The random-weight models behind a task's labels (this workflow's label tables only)."""
+    import pyarrow.parquet as pq
+
+    if config["train"]["source"] == "published":
+        return []
+    shards = layout.shard_ids(config["sources"][layout.TASK_DATASET[task]]["shards"])
+    meta = pq.read_schema(layout.label_table(config["outdir"], task, shards[0])).metadata or {}
+    return json.loads(meta.get(b"miqd.random_models", b"[]"))
 
 
 def baseline_status(path: str) -> dict[str, str]:
@@ -483,6 +503,11 @@ def report(config: dict, prediction_paths: list[str], baseline_paths: list[str])
     notes.insert(0, f"- data: {'the published MIQD-2.5M download' if source == 'published' else 'this workflow'}"
                     f" ({outdir}); validation split of each task")
     for task, df in base.items():
+        notes.append(f"- {task}: {df['image_id'].nunique()} validation sources, {len(df)} distorted images")
+        random = _random_label_models(config, task)
+        if random:
+            notes.append(f"- {task}: the labels come from models with random weights ({', '.join(random)}): "
+                         f"these numbers are NOT real (the embedded demo)")
         for label in LABELS:
             if len(df) and np.ptp(df[label].to_numpy()) == 0:
                 notes.append(f"- {task}: every validation {label} label is {df[label].iloc[0]:.4g}; its "

@@ -63,6 +63,11 @@ class UltralyticsPredictor(Predictor):
         self.model = _create(spec)
         self.lookup = coco_label_lookup(spec, self.model.names)
         self.size = int(spec.preprocess.get("size", 640))
+        if precision == "bf16" and device.startswith("cuda"):
+            import logging
+
+            logging.getLogger("miqd.infer").warning(
+                "model %s: ultralytics predicts in fp16 or fp32 only; infer.precision bf16 runs it in fp32", spec.id)
 
     def predict(self, images: list[np.ndarray]) -> list[dict]:
         results = self.model.predict(
