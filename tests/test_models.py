@@ -86,6 +86,8 @@ def test_fingerprint_changes_with_what_changes_predictions():
     assert a.fingerprint == spec(group="other", note="x").fingerprint
     assert a.fingerprint != spec(weights={"file": "x.pth"}).fingerprint
     assert a.fingerprint != spec(preprocess={"size": 192}).fingerprint
+    assert a.fingerprint == spec(options={}).fingerprint  # unset options leave fingerprints alone
+    assert a.fingerprint != spec(options={"rpn_post_nms_top_n_test": 100}).fingerprint
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,6 +230,24 @@ def test_detector_checkpoint_reloads_to_the_same_predictions(backend, task, arch
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x["boxes_xyxy"], y["boxes_xyxy"])
         np.testing.assert_array_equal(x["labels"], y["labels"])
+
+
+def test_torchvision_options_reach_the_builder_and_unknown_ones_are_named(tmp_path):
+    ins = dict(task="ins", backend="torchvision", arch="maskrcnn_resnet50_fpn", preprocess={"size": 96})
+    model = create_predictor(spec(**ins, options={"rpn_post_nms_top_n_test": 100})).model
+    assert model.rpn._post_nms_top_n["testing"] == 100
+    # torchvision's builders swallow keyword arguments they do not know: we must not
+    with pytest.raises(InputError, match=r"model 'm': torchvision's maskrcnn_resnet50_fpn takes no options "
+                                         r"\['rpn_post_nms_top'\]; it takes .*rpn_post_nms_top_n_test"):
+        create_predictor(spec(**ins, options={"rpn_post_nms_top": 100}))
+    with pytest.raises(InputError, match=r"options \['box_score_thresh'\] are set from the registry's own keys"):
+        create_predictor(spec(**ins, options={"box_score_thresh": 0.3}))
+    data = yaml.safe_load(DEMO_REGISTRY.read_text())
+    data["models"][0]["options"] = {"drop_rate": 0.1}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"model 'efficientnet_lite0' sets options, which only the torchvision"):
+        load_registry(path)
 
 
 def test_label_mapping_by_name_coco80_and_unmappable():

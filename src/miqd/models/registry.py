@@ -33,6 +33,7 @@ class ModelSpec:
     score_threshold: float = 0.05
     max_detections: int = 100
     label_map: dict | None = None
+    options: dict | None = None
     paper_name: str | None = None
     note: str | None = None
 
@@ -50,7 +51,10 @@ class ModelSpec:
         """Hash of everything that determines the predictions (not paper_name, note, group)."""
         keys = ("id", "task", "backend", "arch", "weights", "preprocess", "score_threshold",
                 "max_detections", "label_map")
-        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
+        fields = {k: getattr(self, k) for k in keys}
+        if self.options:  # only when set: entries without options keep their fingerprints
+            fields["options"] = self.options
+        blob = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -76,6 +80,11 @@ def load_registry(source: str | Path) -> list[ModelSpec]:
                 f"(first at models[{seen[entry['id']]}]); ids name the prediction files"
             )
         seen[entry["id"]] = i
+        if entry.get("options") and entry["backend"] != "torchvision":
+            raise ConfigError(
+                f"invalid model registry {path}: model {entry['id']!r} sets options, which only the "
+                f"torchvision backend takes (its builder's keyword arguments); remove them"
+            )
         specs.append(ModelSpec(group=entry.pop("group", entry["id"]), **entry))
     return specs
 

@@ -36,13 +36,30 @@ def _create(spec: ModelSpec):
         kwargs.update(score_thresh=spec.score_threshold, detections_per_img=spec.max_detections)
     if "size" in spec.preprocess and "ssd" not in spec.arch:
         kwargs.update(min_size=spec.preprocess["size"], max_size=int(spec.preprocess["size"] * 1333 / 800))
+    clash = set(spec.options or {}) & set(kwargs)
+    if clash:
+        raise InputError(f"model {spec.id!r}: options {sorted(clash)} are set from the registry's own keys "
+                         f"(score_threshold, max_detections, preprocess.size); use those instead")
+    kwargs.update(spec.options or {})
     if spec.random_weights:
         torch.manual_seed(seed_for(spec))
     model = get_model(spec.arch, **kwargs)
+    unknown = set(spec.options or {}) - _init_parameters(type(model))
+    if unknown:  # torchvision's builders swallow unknown keyword arguments: say so instead
+        raise InputError(f"model {spec.id!r}: torchvision's {spec.arch} takes no options {sorted(unknown)}; "
+                         f"it takes {', '.join(sorted(_init_parameters(type(model)) - {'self'}))}")
     path = checkpoint_path(spec)
     if path is not None:
         load_into(model, spec, load_state_dict(spec, path), path)
     return model
+
+
+def _init_parameters(cls: type) -> set[str]:
+    import inspect
+
+    return {name for klass in cls.__mro__ if "__init__" in vars(klass)
+            for name, p in inspect.signature(klass.__init__).parameters.items()
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
 
 
 def build(spec: ModelSpec, device: str, precision: str = "fp32", channels_last: bool = False):
