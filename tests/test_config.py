@@ -60,6 +60,11 @@ def test_defaults_are_filled(demo):
          r"key select\.imagenet\.list is required by method 'list'"),
         (lambda c: c["roi"].update(coco={"method": "guess"}),
          r"key roi\.coco\.method: 'guess' is not one of \['coco_gt', 'files', 'coseg'\]"),
+        (lambda c: [c["sources"].pop("imagenet"), c["select"].pop("imagenet"), c["roi"].pop("imagenet")],
+         r"key train\.runs\[0\]\.task: cls trains on labels of sources\.imagenet, which this config does not "
+         r"have; add sources\.imagenet or remove the run"),
+        (lambda c: c["infer"].update(tasks=["cls"]),
+         r"key train\.runs\[1\]\.task: det is not in infer\.tasks, so it has no labels"),
     ],
 )
 def test_invalid_configs_name_the_key_and_what_is_allowed(demo, edit, message):

@@ -125,6 +125,8 @@ def _check_semantics(config: dict, whole_workflow: bool) -> None:
         raise ConfigError(f"invalid config: key {err}") from None
 
     _check_select_roi(config)
+    if whole_workflow:
+        _check_train_runs(config)
     for dataset, src in config["sources"].items():
         if "images" not in src:
             if "materialize" not in src:
@@ -141,6 +143,26 @@ def _check_semantics(config: dict, whole_workflow: bool) -> None:
             raise ConfigError(
                 f"invalid config: key roi.{dataset} is missing; say where its ROI masks come "
                 f"from (method coco_gt with `annotations`, or files with `dir`)"
+            )
+
+
+def _check_train_runs(config: dict) -> None:
+    """A run trains on labels this config makes: its task's dataset and inference must be in it."""
+    if config["train"]["source"] == "published":
+        return
+    from miqd.layout import TASK_DATASET
+
+    for i, run in enumerate(config["train"]["runs"]):
+        task, dataset = run["task"], TASK_DATASET[run["task"]]
+        if dataset not in config["sources"]:
+            raise ConfigError(
+                f"invalid config: key train.runs[{i}].task: {task} trains on labels of sources.{dataset}, "
+                f"which this config does not have; add sources.{dataset} or remove the run"
+            )
+        if task not in config["infer"]["tasks"]:
+            raise ConfigError(
+                f"invalid config: key train.runs[{i}].task: {task} is not in infer.tasks, so it has no "
+                f"labels; add it there or remove the run"
             )
 
 
