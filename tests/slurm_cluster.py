@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,6 +62,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+CLUSTER_NAME = "miqdtest"
+
+
+def _stale_link(path: Path) -> bool:
+    """A link to one of our test clusters' configs whose slurmctld no longer runs."""
+    if not path.is_symlink():
+        return False
+    folder = Path(os.readlink(path)).parent
+    if not (folder / "slurm.conf").is_file():
+        return str(folder).startswith(tempfile.gettempdir())  # its session's temporary folder is gone
+    if f"ClusterName={CLUSTER_NAME}" not in (folder / "slurm.conf").read_text():
+        return False
+    try:
+        os.kill(int((folder / "slurmctld.pid").read_text().split()[0]), 0)
+    except (OSError, ValueError, IndexError):
+        return True
+    return False
+
+
 class SlurmCluster:
     def __init__(self, root: Path):
         self.root = root
@@ -78,7 +98,7 @@ class SlurmCluster:
         cpus = os.cpu_count() or 1
         mem_mb = int(int(Path("/proc/meminfo").read_text().split()[1]) / 1024 * 0.9)
         self.conf.write_text(
-            f"""ClusterName=miqdtest
+            f"""ClusterName={CLUSTER_NAME}
 SlurmctldHost={self.node}(127.0.0.1)
 SlurmctldPort={_free_port()}
 SlurmdPort={_free_port()}
@@ -97,7 +117,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 GresTypes=gpu
 DefMemPerCPU=1000
-MinJobAge=600
+MinJobAge=3600
 ReturnToService=2
 MpiDefault=none
 JobAcctGatherType=jobacct_gather/none
@@ -114,8 +134,11 @@ PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         etc = Path("/etc/slurm")
         for name in ("slurm.conf", "gres.conf"):
             target = etc / name
-            if target.exists() or target.is_symlink():
-                raise Unavailable(f"{target} exists (a real SLURM install?); the test will not touch it")
+            if _stale_link(target):  # left by a test session that was killed before its teardown
+                target.unlink()
+            elif target.exists() or target.is_symlink():
+                raise Unavailable(f"{target} exists (a real SLURM install, or a test cluster that is "
+                                  f"still running?); the test will not touch it")
         etc.mkdir(parents=True, exist_ok=True)
         for name in ("slurm.conf", "gres.conf"):
             (etc / name).symlink_to(self.root / name)
@@ -192,6 +215,6 @@ PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP
     # -- queries ---------------------------------------------------------------------------------
 
     def job(self, job_id: str) -> dict[str, str]:
-        """`scontrol show job` as a dict (records stay for MinJobAge = 600 s after the end)."""
+        """`scontrol show job` as a dict (records stay for MinJobAge = 1 h after the end)."""
         out = _run([_which("scontrol"), "show", "job", "-o", job_id], env=self.env).stdout
         return dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
