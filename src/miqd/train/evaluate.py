@@ -426,45 +426,43 @@ def _heatmap(ax, matrix: pd.DataFrame, title: str, vmin=0.0, vmax=1.0):
     return im
 
 
-def figures(t: dict[str, pd.DataFrame], preds: dict[str, pd.DataFrame], runs: list[dict], out: dict) -> None:
+def _panels(keys: list, draw, path: str) -> None:
+    """One row of panels, one per key; `draw(ax, key)` returns False for a panel with nothing in it."""
     from miqd.plots import plt, save_figure  # noqa: I001 - miqd.plots selects the Agg backend
 
-    cross = t["cross_task"]
-    groups = list(dict.fromkeys(zip(cross["method"], cross["label"]))) or [("none", "composite")]
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.8), squeeze=False)
-    for ax, (method, label) in zip(axes[0], groups, strict=True):
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.8), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        if draw(ax, key) is False:
+            ax.axis("off")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def figures(t: dict[str, pd.DataFrame], preds: dict[str, pd.DataFrame], runs: list[dict], out: dict) -> None:
+    cross, sev = t["cross_task"], t["severity"]
+
+    def cross_task(ax, key):
+        method, label = key
         part = cross[(cross["method"] == method) & (cross["label"] == label)]
         if part.empty:
-            ax.axis("off")
-            continue
+            return False
         m = part.pivot_table(index="train_task", columns="test_task", values="srcc", aggfunc="first", dropna=False)
         _heatmap(ax, m, f"{method} ({label}): SRCC")
         ax.set_xlabel("test task")
         ax.set_ylabel("training task")
-    fig.tight_layout()
-    save_figure(fig, out["cross_task_png"])
 
-    sev = t["severity"]
-    names = list(dict.fromkeys(sev["run"])) or ["none"]
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), squeeze=False)
-    for ax, rn in zip(axes[0], names, strict=True):
-        part = sev[sev["run"] == rn]
+    def severity(ax, run_name):
+        part = sev[sev["run"] == run_name]
         if part.empty:
-            ax.axis("off")
-            continue
+            return False
         m = part.pivot_table(index="roi_level", columns="bg_level", values="plcc", aggfunc="first", dropna=False)
-        _heatmap(ax, m, f"{rn}: PLCC")
+        _heatmap(ax, m, f"{run_name}: PLCC")
         ax.set_xlabel("background level")
         ax.set_ylabel("ROI level")
-    fig.tight_layout()
-    save_figure(fig, out["severity_png"])
 
-    shown = [r for r in runs if files.run_name(r) in preds] or [None]
-    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.8), squeeze=False)
-    for ax, run in zip(axes[0], shown, strict=True):
+    def scatter(ax, run):
         if run is None:
-            ax.axis("off")
-            continue
+            return False
         df = preds[files.run_name(run)]
         df = df[df["task"] == run["task"]]
         x, y = df["pred"].to_numpy(), df[run["label"]].to_numpy()
@@ -476,8 +474,11 @@ def figures(t: dict[str, pd.DataFrame], preds: dict[str, pd.DataFrame], runs: li
         ax.set_xlabel("predicted score")
         ax.set_ylabel(f"{run['label']} label")
         ax.set_title(f"{files.run_name(run)} on {run['task']} val", fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, out["scatter_png"])
+
+    _panels(list(dict.fromkeys(zip(cross["method"], cross["label"]))) or [("none", "composite")], cross_task,
+            out["cross_task_png"])
+    _panels(list(dict.fromkeys(sev["run"])) or ["none"], severity, out["severity_png"])
+    _panels([r for r in runs if files.run_name(r) in preds] or [None], scatter, out["scatter_png"])
 
 
 def report(config: dict, prediction_paths: list[str], baseline_paths: list[str]) -> dict[str, pd.DataFrame]:
