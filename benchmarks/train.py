@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from miqd.train.data import QualityDataset  # noqa: E402
 from miqd.devices import resolve_device  # noqa: E402
-from miqd.train.loop import _autocast  # noqa: E402
+from miqd.devices import autocast  # noqa: E402
 from miqd.train.models import create_model, parameter_counts  # noqa: E402
 from miqd.train.transforms import Preprocess  # noqa: E402
 
@@ -50,7 +50,7 @@ def time_model(name: str, args, device: str, precision: str) -> dict:
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def step():
-        with _autocast(device, precision):
+        with autocast(device, precision):
             pred = model(x, r if name == "ra_miqa" else None)
         loss = torch.mean((pred.float() - y) ** 2)
         opt.zero_grad(set_to_none=True)
@@ -67,7 +67,7 @@ def time_model(name: str, args, device: str, precision: str) -> dict:
     sync()
     train_rate = args.steps * b / (time.perf_counter() - t)
     model.eval()
-    with torch.inference_mode(), _autocast(device, precision):
+    with torch.inference_mode(), autocast(device, precision):
         model(x, r if name == "ra_miqa" else None)
         sync()
         t = time.perf_counter()

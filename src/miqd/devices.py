@@ -15,3 +15,14 @@ def resolve_device(device: str, key: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"{key} is {device!r} but this machine has no CUDA device; use auto or cpu")
     return device
+
+
+def autocast(device: str, precision: str):
+    """Mixed precision on CUDA (bf16 or fp16) as configured; the CPU always computes in fp32."""
+    import contextlib
+
+    import torch
+
+    if device.startswith("cuda") and precision in ("bf16", "fp16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return contextlib.nullcontext()

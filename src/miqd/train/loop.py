@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from miqd import __version__
-from miqd.devices import resolve_device
+from miqd.devices import autocast, resolve_device
 from miqd.io import InputError, write_bytes, write_text
 from miqd.metrics import correlations
 from miqd.seeding import stream_key
@@ -206,16 +206,6 @@ def _loader(dataset, batch_sampler, workers: int, pin: bool):
                                        pin_memory=pin, persistent_workers=False)
 
 
-def _autocast(device: str, precision: str):
-    import contextlib
-
-    import torch
-
-    if device.startswith("cuda") and precision in ("bf16", "fp16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-    return contextlib.nullcontext()
-
-
 def predict(model, dataset: QualityDataset, rows: list[int], batch_size: int, workers: int, device: str,
             precision: str, rank: int = 0, world: int = 1) -> np.ndarray:
     """Scores of `rows` (this rank's share when world > 1, in the order of `rows[rank::world]`)."""
@@ -226,7 +216,7 @@ def predict(model, dataset: QualityDataset, rows: list[int], batch_size: int, wo
     out = []
     was_training = model.training
     model.eval()
-    with torch.inference_mode(), _autocast(device, precision):
+    with torch.inference_mode(), autocast(device, precision):
         for batch in _loader(dataset, batches, workers, device.startswith("cuda")):
             region = batch["region"].to(device, non_blocking=True) if "region" in batch else None
             out.append(model(batch["image"].to(device, non_blocking=True), region).float().cpu().numpy())
@@ -437,7 +427,7 @@ def _train(config: dict, run_name: str, s: TrainSettings, outputs: dict, work: P
             image = batch["image"].to(device, non_blocking=True)
             region = batch["region"].to(device, non_blocking=True) if "region" in batch else None
             target = batch["target"].to(device, non_blocking=True)
-            with _autocast(device, s.precision):
+            with autocast(device, s.precision):
                 pred = net(image, region)
             loss = loss_fn(pred.float(), target)
             optimizer.zero_grad(set_to_none=True)

@@ -8,12 +8,12 @@ A `Predictor` turns a batch of decoded RGB uint8 images (any sizes) into one dic
 
 from __future__ import annotations
 
-import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
 import numpy as np
 
+from miqd.devices import autocast
 from miqd.io import InputError
 from miqd.models.coco import ALIASES, COCO_CATEGORIES, COCO_ID_BY_NAME, COCO_IDS
 from miqd.models.registry import ModelSpec
@@ -30,12 +30,7 @@ class Predictor(ABC):
         """One prediction dict per image (see the module docstring)."""
 
     def autocast(self):
-        import torch
-
-        if self.device.startswith("cuda") and self.precision in ("bf16", "fp16"):
-            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-            return torch.autocast("cuda", dtype=dtype)
-        return contextlib.nullcontext()
+        return autocast(self.device, self.precision)
 
 
 def coco_label_lookup(spec: ModelSpec, names: Mapping[int, str]) -> dict[int, int]:
