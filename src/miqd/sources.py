@@ -134,6 +134,14 @@ def annotation_rle(segmentation, height: int, width: int) -> str:
     return counts.decode("ascii") if isinstance(counts, bytes) else counts
 
 
+def annotations_by_image(data: dict) -> dict[int, list[dict]]:
+    """A COCO json's annotations grouped by their (integer) image id."""
+    anns: dict[int, list[dict]] = {}
+    for ann in data["annotations"]:
+        anns.setdefault(int(ann["image_id"]), []).append(ann)
+    return anns
+
+
 def coco_image_id(numeric_id: int) -> str:
     """COCO's own file stem: the id zero-padded to 12 digits."""
     return f"{numeric_id:012d}"

@@ -105,9 +105,7 @@ def coco_ground_truth(annotations: str, image_ids: list[str], with_masks: bool) 
     """COCO annotations of the given images as references (crowd flagged; masks as RLE)."""
     data = sources.read_coco(annotations)
     images = {sources.coco_image_id(int(im["id"])): im for im in data["images"]}
-    anns: dict[int, list[dict]] = {}
-    for ann in data["annotations"]:
-        anns.setdefault(int(ann["image_id"]), []).append(ann)
+    anns = sources.annotations_by_image(data)
     out = {}
     for image_id in image_ids:
         if image_id not in images:

@@ -22,7 +22,4 @@ def instances_mask(anns: list[dict], height: int, width: int) -> np.ndarray:
 def coco_index(annotations: str) -> tuple[dict, dict]:
     """(image entry by file name, annotations by image id) of a COCO json."""
     data = sources.read_coco(annotations)
-    anns: dict = {}
-    for ann in data["annotations"]:
-        anns.setdefault(ann["image_id"], []).append(ann)
-    return {im["file_name"]: im for im in data["images"]}, anns
+    return {im["file_name"]: im for im in data["images"]}, sources.annotations_by_image(data)

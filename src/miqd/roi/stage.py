@@ -77,7 +77,7 @@ def _coco_gt(rows: pd.DataFrame, cfg: dict, dataset: str, config: dict) -> Itera
                 f"{cfg['annotations']} says {name} is {image['width']}x{image['height']} but the file "
                 f"{row.path} is {row.width}x{row.height}; the annotations do not match the image"
             )
-        mask = instances_mask(anns_by_image.get(image["id"], []), row.height, row.width)
+        mask = instances_mask(anns_by_image.get(int(image["id"]), []), row.height, row.width)
         path = layout.roi_mask(config["outdir"], dataset, row.image_id)
         write_mask_png(path, mask)
         yield row, path, mask, {}
