@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -88,3 +89,13 @@ def published_files(outdir: Path) -> dict[str, bytes]:
     return {p.relative_to(outdir).as_posix(): p.read_bytes()
             for folder in ("miqa_cls", "miqa_det") for sub in ("images", "src_images")
             for p in (outdir / folder / sub).rglob("*") if p.is_file()}
+
+
+def demo_roi_mask(image_id: str) -> np.ndarray:
+    """The hand-drawn ROI of a demo ImageNet photo (its polygon in roi_polygons.json), rasterised."""
+    from miqd.roi import instances_mask
+
+    coco = json.loads((REPO / "resources" / "demo" / "imagenet" / "roi_polygons.json").read_text())
+    entry = next(im for im in coco["images"] if Path(im["file_name"]).stem == image_id)
+    anns = [a for a in coco["annotations"] if a["image_id"] == entry["id"]]
+    return instances_mask(anns, entry["height"], entry["width"])

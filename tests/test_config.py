@@ -22,7 +22,7 @@ def demo():
 @pytest.mark.parametrize("name", ["config.yaml", "miqd25m.yaml"])
 def test_shipped_configs_are_valid(name):
     cfg = cfgmod.load(REPO / "config" / name)
-    assert cfg["distort"]["severity_scheme"] == "psnr_ranked"
+    assert cfg["distort"]["severity_scheme"] == "miqd25m"
     assert len(cfg["distort"]["corruptions"]) == 10
 
 
@@ -30,7 +30,7 @@ def test_defaults_are_filled(demo):
     cfg = cfgmod.validate(demo)
     assert cfg["distort"]["blend"] == {"kernel": 65, "erode_kernel": 3, "erode_iterations": 2,
                                        "band": [0.05, 0.95], "smooth_kernel": 3}
-    assert cfg["distort"]["psnr_ranked"]["ranks"] == [1, 5, 8, 10, 12]
+    assert cfg["distort"]["ranks"] == [1, 5, 8, 10, 12]
     assert cfg["seed"] == 0
 
 
@@ -41,13 +41,13 @@ def test_defaults_are_filled(demo):
          r"unknown key distort\.colour; allowed keys here: blend, corruptions, png_compression"),
         (lambda c: c.update(outdr="x"), r"unknown key outdr; allowed keys here: distort, .*outdir"),
         (lambda c: c["distort"].update(severity_scheme="fancy"),
-         r"key distort\.severity_scheme: 'fancy' is not one of \['psnr_ranked', 'imagenet_c'\]"),
+         r"key distort\.severity_scheme: 'fancy' is not one of \['miqd25m', 'imagenet_c'\]"),
         (lambda c: c["distort"].update(corruptions=["fog", "blurry"]),
          r"key distort\.corruptions\[1\]: unknown corruption 'blurry'; allowed: contrast, pixelate"),
-        (lambda c: c["distort"].update(psnr_ranked={"candidate_severities": [1, 2, 6, 4, 5]}),
-         r"key distort\.psnr_ranked\.candidate_severities\[2\]: 6 is greater than the maximum of 5"),
-        (lambda c: c["distort"].update(psnr_ranked={"ranks": [1, 5, 8, 10, 13]}),
-         r"distort\.psnr_ranked\.ranks \[1, 5, 8, 10, 13\]: need 5 ranks in 1\.\.12"),
+        (lambda c: c["distort"].update(ranks=[1, 5, 8, 10, 13]),
+         r"key distort\.ranks \[1, 5, 8, 10, 13\]: need 5 ranks in 1\.\.12"),
+        (lambda c: c["distort"].update(ranks=[1, 5, 8, 10]),
+         r"key distort\.ranks: \[1, 5, 8, 10\] is too short"),
         (lambda c: c["distort"].update(png_compression=12),
          r"key distort\.png_compression: 12 is greater than the maximum of 9"),
         (lambda c: c["distort"].update(blend={"kernel": 64}), r"key distort\.blend\.kernel: 64 must be odd"),
@@ -93,6 +93,6 @@ def test_the_snakefile_refuses_an_invalid_config(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode != 0
-    assert "key distort.severity_scheme: 'fancy' is not one of ['psnr_ranked', 'imagenet_c']" in (
+    assert "key distort.severity_scheme: 'fancy' is not one of ['miqd25m', 'imagenet_c']" in (
         proc.stdout + proc.stderr
     )

@@ -11,11 +11,9 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from helpers import box_mask, write_sources
 from miqd import layout
 from miqd.distort import engine
-from miqd.distort.corruptions import available_corruptions
-from miqd.distort.levels import SeverityScheme
+from miqd.distort.corruptions import available_corruptions, get_corruption
+from miqd.distort.levels import SeverityScheme, compute_levels
 from miqd.quality import luma
-from miqd.seeding import rng_for
-from miqd.distort.corruptions import get_corruption
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +22,7 @@ def one_source(tmp_path_factory, demo_images):
     image = demo_images["demo_val_00000002"][60:220, 100:300].copy()  # 200x160 crop
     mask = box_mask(image.shape[:2], 40, 50, 130, 150)
     select_path, roi_path = write_sources(tmp, {"cup": image}, {"cup": mask})
-    settings = engine.DistortSettings(tuple(available_corruptions()), SeverityScheme("imagenet_c"))
+    settings = engine.DistortSettings(tuple(available_corruptions()), SeverityScheme())
     out = tmp / "out"
     manifest = engine.run(select_path, roi_path, str(tmp / "m.parquet"), str(tmp / "l.parquet"),
                           "imagenet", str(out), settings)
@@ -34,10 +32,13 @@ def one_source(tmp_path_factory, demo_images):
 def test_writes_250_pngs_in_the_published_layout(one_source):
     out = one_source["out"]
     files = sorted(p.relative_to(out).as_posix() for p in (out / "miqa_cls" / "images").rglob("*.png"))
-    expected = sorted(
-        f"miqa_cls/images/cup/cup_{c}_{r}.png" if r == b else f"miqa_cls/images/cup/cup_{c}_{r}_{b}.png"
-        for c in available_corruptions() for r in range(1, 6) for b in range(1, 6)
-    )
+    def name(c, r, b):  # the MIQD-2.5M generator's names
+        if r == b:
+            return f"cup_{c}_{r}.png"
+        return f"cup_{c}_{'fg' if r > b else 'bg'}_stronger_fg{r}_bg{b}.png"
+
+    expected = sorted(f"miqa_cls/images/cup/{name(c, r, b)}"
+                      for c in available_corruptions() for r in range(1, 6) for b in range(1, 6))
     assert files == expected
     assert (out / "miqa_cls" / "src_images" / "cup.png").is_file()
     assert not list(out.rglob("*.tmp"))
@@ -71,7 +72,8 @@ def test_uniform_images_are_the_corruption_and_mixed_images_take_each_region_fro
         return np.asarray(Image.open(out / layout.distorted_relpath("imagenet", "cup", c, r, b)))
 
     for c in ("gaussian_noise", "fog", "pixelate"):
-        level = {s: get_corruption(c)(image, s, rng_for(0, "cup", c, float(s))) for s in range(1, 6)}
+        cal = compute_levels(get_corruption(c), image, "cup", SeverityScheme(), seed=0)
+        level = {lv.level: lv.image for lv in cal.levels}
         for s in range(1, 6):
             np.testing.assert_array_equal(load(c, s, s), level[s])
         mixed = load(c, 5, 1)
@@ -85,8 +87,16 @@ def test_uniform_images_are_the_corruption_and_mixed_images_take_each_region_fro
 
 def test_levels_table(one_source):
     levels = pd.read_parquet(one_source["tmp"] / "l.parquet")
-    assert len(levels) == 50  # imagenet_c: 5 per corruption
-    assert levels.level.tolist() == levels["rank"].tolist()
+    m = one_source["manifest"]
+    assert len(levels) == 120  # every candidate: 12 per corruption
+    kept = levels.dropna(subset=["level"])
+    assert len(kept) == 50
+    ranks = kept.sort_values(["corruption", "level"]).groupby("corruption")["rank"].apply(list).to_dict()
+    assert ranks == {c: [1, 5, 8, 10, 12] for c in available_corruptions()}
+    # the manifest names the candidate each level came from
+    ud = m[m.region_type == "UD"].set_index(["corruption", "roi_level"])["roi_severity"]
+    for row in kept.itertuples():
+        assert ud[row.corruption, int(row.level)] == row.candidate
 
 
 def test_output_does_not_depend_on_worker_count(tmp_path, demo_images):

@@ -78,15 +78,15 @@ def test_unknown_corruption_in_settings():
         engine.DistortSettings(("contrast", "blur"))
 
 
-def test_cli_reports_bad_severity_without_a_traceback(tmp_path, small_image, capsys):
+def test_cli_reports_bad_candidate_without_a_traceback(tmp_path, small_image, capsys):
     from PIL import Image
 
     Image.fromarray(small_image).save(tmp_path / "x.png")
-    code = cli.main(["corrupt", str(tmp_path / "x.png"), "--corruption", "fog", "--severity", "7",
+    code = cli.main(["corrupt", str(tmp_path / "x.png"), "--corruption", "fog", "--candidate", "13",
                      "--out", str(tmp_path / "y.png")])
     assert code == 2
     err = capsys.readouterr().err
-    assert "severity 7.0 of corruption 'fog' is out of range 1..5" in err
+    assert "--candidate 13: the miqd25m scheme has candidates 1..12 for fog" in err
     assert "Traceback" not in err
     assert not (tmp_path / "y.png").exists()
 
@@ -94,7 +94,7 @@ def test_cli_reports_bad_severity_without_a_traceback(tmp_path, small_image, cap
 def test_cli_reports_unreadable_image(tmp_path, capsys):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8 truncated")
-    code = cli.main(["corrupt", str(bad), "--corruption", "fog", "--severity", "2", "--out",
+    code = cli.main(["corrupt", str(bad), "--corruption", "fog", "--candidate", "2", "--out",
                      str(tmp_path / "y.png")])
     assert code == 2
     assert f"image {bad} cannot be decoded" in capsys.readouterr().err

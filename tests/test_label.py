@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from pycocotools import mask as mask_utils
 
+from miqd import layout
 from miqd.io import InputError, write_table
 from miqd.label import stage
 from miqd.label.mmos import mmos, model_weights, weighted_mean
@@ -124,7 +125,7 @@ def test_mmos_renormalises_weights_over_defined_scores():
 def _manifest(image_id: str) -> list[dict]:
     return [dict(image_id=image_id, corruption="fog", category="environment", roi_level=r, bg_level=b,
                  region_type="UD" if r == b else ("ROI-DD" if r > b else "BG-DD"), roi_severity=float(r),
-                 bg_severity=float(b), path=f"miqa_det/images/{image_id}/{image_id}_fog_{r}_{b}.png",
+                 bg_severity=float(b), path=f"miqa_det/images/{image_id}/{layout.distorted_name(image_id, 'fog', r, b)}",
                  width=80, height=80, psnr=30.0 - r - b, ssim=0.9) for r, b in ((1, 1), (2, 1))]
 
 

@@ -213,7 +213,7 @@ def test_published_layout_reads_into_the_same_table(tmp_path, photos):
     assert row["region_type"] == "ROI-DD" and row["split"] == "train"
     assert row["consistency"] == pytest.approx(0.6) and row["accuracy"] == pytest.approx(1 - 0.05 - 0.4)
     assert row["composite"] == pytest.approx(0.5 * 0.6 + 0.5 * 0.55)
-    assert row["path"].endswith(f"miqa_cls/images/{ids['cls'][0]}/{ids['cls'][0]}_gaussian_noise_4_1.png")
+    assert row["path"].endswith(f"miqa_cls/images/{ids['cls'][0]}/{ids['cls'][0]}_gaussian_noise_fg_stronger_fg4_bg1.png")
     assert row["src_path"].endswith(f"{ids['cls'][0]}.JPEG") and np.isnan(row["psnr"])
     ud = cls[(cls.roi_level == cls.bg_level)]
     assert (ud["region_type"] == "UD").all() and len(ud) == 4 * 2 * 5
@@ -234,9 +234,16 @@ def test_published_layout_reads_into_the_same_table(tmp_path, photos):
 def test_published_layout_errors(tmp_path, photos):
     root = tmp_path / "MIQD_2.5M"
     ids = write_published(root, photos)
-    assert data.parse_distorted_name("a_b", "a_b_jpeg_compression_3_1.png") == ("jpeg_compression", 3, 1)
-    with pytest.raises(InputError, match=r"'x_contrast\.png' is not <id>_<corruption>_<level>"):
-        data.parse_distorted_name("x", "x_contrast.png")
+    assert layout.parse_distorted_name("a_b", "a_b_jpeg_compression_fg_stronger_fg3_bg1.png") == (
+        "jpeg_compression", 3, 1)
+    assert layout.parse_distorted_name("a_b", "a_b_snow_bg_stronger_fg2_bg5.png") == ("snow", 2, 5)
+    assert layout.parse_distorted_name("a_b", "a_b_motion_blur_4.png") == ("motion_blur", 4, 4)
+    with pytest.raises(InputError, match=r"'x_contrast\.png' is neither <id>_<corruption>_<level>\.png"):
+        layout.parse_distorted_name("x", "x_contrast.png")
+    with pytest.raises(InputError, match=r"fg_stronger does not fit ROI level 1 and background level 3"):
+        layout.parse_distorted_name("x", "x_fog_fg_stronger_fg1_bg3.png")
+    with pytest.raises(InputError, match=r"is neither"):
+        layout.parse_distorted_name("x", "x_fog_3_1.png")  # miqd's names before it took the generator's
     (root / "miqa_cls" / "labels" / f"{ids['cls'][1]}_mmos.csv").unlink()
     with pytest.raises(InputError, match=rf"{ids['cls'][1]}_mmos\.csv does not exist"):
         data.published_samples("cls", str(root), str(root / "splits"))

@@ -14,6 +14,7 @@ from PIL import Image
 from miqd import config as cfgmod
 from miqd import layout
 from miqd.distort.corruptions import get_corruption
+from miqd.distort.levels import SeverityScheme
 from miqd.io import write_table
 from miqd.seeding import rng_for
 
@@ -25,10 +26,11 @@ SIZE = (40, 48)  # (H, W) of the fixture images
 def distorted_images(photo: np.ndarray, image_id: str):
     """(corruption, roi, bg, image): real corruptions of a small photo; mixed pairs blend halves."""
     levels = {}
+    scheme = SeverityScheme("imagenet_c")  # five constants in rising severity, no ranking needed
     for c in CORRUPTIONS:
         corr = get_corruption(c)
-        for lv in range(1, 6):
-            levels[c, lv] = corr(photo, float(lv), rng_for(0, image_id, c, lv))
+        for lv, params in enumerate(scheme.candidates(c), start=1):
+            levels[c, lv] = corr.apply(photo, params, rng_for(0, image_id, c, lv), scheme.variant)
     for c in CORRUPTIONS:
         for r, b in PAIRS:
             img = levels[c, r].copy()
@@ -137,7 +139,9 @@ def write_published(root: Path, photos: dict[str, np.ndarray]) -> dict[str, list
             Image.fromarray(photo).save(src, format="JPEG", quality=95)
             names, cons, acc = [], [], []
             for c, r, b, img in distorted_images(photo, image_id):
-                name = f"{image_id}_{c}_{r}.png" if r == b else f"{image_id}_{c}_{r}_{b}.png"
+                # the MIQD-2.5M generator's names, written out independently of miqd.layout
+                name = (f"{image_id}_{c}_{r}.png" if r == b else
+                        f"{image_id}_{c}_{'fg' if r > b else 'bg'}_stronger_fg{r}_bg{b}.png")
                 p = root / folder / "images" / image_id / name
                 p.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(img).save(p)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -155,26 +156,38 @@ def cmd_plot_distort(args) -> None:
 
 def cmd_corrupt(args) -> None:
     from miqd.distort.corruptions import get_corruption
-    from miqd.io import encode_png, read_image, write_bytes
+    from miqd.distort.levels import SeverityScheme
+    from miqd.io import InputError, encode_png, read_image, write_bytes
     from miqd.seeding import rng_for
 
     corruption = get_corruption(args.corruption)
+    scheme = SeverityScheme(args.scheme)
+    candidates = scheme.candidates(corruption.name)
+    if not 1 <= args.candidate <= len(candidates):
+        raise InputError(f"--candidate {args.candidate}: the {scheme.name} scheme has candidates "
+                         f"1..{len(candidates)} for {corruption.name} (`miqd corruptions` lists them)")
+    params = candidates[args.candidate - 1]
     image = read_image(args.image)
-    image_id = Path(args.image).stem
-    out = corruption(image, args.severity, rng_for(args.seed, image_id, corruption.name, args.severity))
+    rng = rng_for(args.seed, Path(args.image).stem, corruption.name, args.candidate)
+    out = corruption.apply(image, params, rng, scheme.variant)
     write_bytes(args.out, encode_png(out))
-    print(f"{args.out}: {corruption.name} severity {args.severity:g} "
-          f"({corruption.describe(corruption.params_at(args.severity))})")
+    print(f"{args.out}: {corruption.name} candidate {args.candidate} of {scheme.name} "
+          f"({corruption.describe(params)})")
 
 
 def cmd_corruptions(args) -> None:
     from miqd.distort.corruptions import available_corruptions, get_corruption
+    from miqd.distort.levels import SeverityScheme
 
+    scheme = SeverityScheme(args.scheme)
+    print(f"# {scheme.name}: {' '.join(scheme.table['description'].split())}")
+    print(f"# source: {' '.join(scheme.table['source'].split())}")
     for name in available_corruptions():
         c = get_corruption(name)
-        levels = "; ".join(c.describe(p) for p in c.imagenet_c)
         kind = "stochastic" if c.stochastic else "deterministic"
-        print(f"{name:17s} {c.category:12s} {kind:13s} {levels}")
+        print(f"{name:17s} {c.category:12s} {kind}")
+        for number, params in enumerate(scheme.candidates(name), start=1):
+            print(f"  {number:2d}  {c.describe(params)}")
 
 
 def cmd_standin(args) -> None:
@@ -383,12 +396,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("corrupt", help="apply one corruption to one image (for a quick look)")
     p.add_argument("image")
     p.add_argument("--corruption", required=True)
-    p.add_argument("--severity", type=float, required=True, help="1..5; fractions interpolate")
+    p.add_argument("--candidate", type=int, required=True,
+                   help="candidate number in the scheme's table (miqd25m: 1..12, mildest parameters first)")
+    p.add_argument("--scheme", default="miqd25m", help="severity scheme (default: miqd25m)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="PNG to write")
     p.set_defaults(func=cmd_corrupt)
 
-    p = sub.add_parser("corruptions", help="list the registered corruptions and their constants")
+    p = sub.add_parser("corruptions", help="list the corruptions and every candidate of a severity scheme")
+    p.add_argument("--scheme", default="miqd25m", help="severity scheme (default: miqd25m)")
     p.set_defaults(func=cmd_corruptions)
 
     p = sub.add_parser("standin", help="empty files shaped like ImageNet val + COCO val2017, "
@@ -451,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"miqd {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `miqd ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
 
 

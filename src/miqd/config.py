@@ -111,16 +111,19 @@ def _check_semantics(config: dict, whole_workflow: bool) -> None:
     for key in ("kernel", "smooth_kernel"):
         if blend[key] % 2 == 0:
             raise ConfigError(f"invalid config: key distort.blend.{key}: {blend[key]} must be odd")
+    if config["distort"]["png_encoder"] == "isal" and config["distort"]["png_compression"] > 3:
+        raise ConfigError(f"invalid config: key distort.png_compression: "
+                          f"{config['distort']['png_compression']} is above 3, the highest level of "
+                          f"the isal encoder (use png_encoder: zlib for levels 4-9)")
     lo, hi = blend["band"]
     if not lo < hi:
         raise ConfigError(f"invalid config: key distort.blend.band: {lo} must be below {hi}")
     # the severity scheme checks its own ranks / candidates
     from miqd.distort.levels import SeverityScheme
 
-    ranked = config["distort"]["psnr_ranked"]
     try:
-        SeverityScheme(config["distort"]["severity_scheme"],
-                       tuple(ranked["candidate_severities"]), tuple(ranked["ranks"]))
+        SeverityScheme(config["distort"]["severity_scheme"], tuple(config["distort"]["ranks"]),
+                       config["distort"]["rank_min_side"])
     except InputError as err:
         raise ConfigError(f"invalid config: key {err}") from None
 

@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
+from miqd.errors import InputError
+
 
 def _file_mode() -> int:
     mask = os.umask(0)
@@ -28,10 +30,6 @@ def _file_mode() -> int:
 
 
 _FILE_MODE = _file_mode()  # what open() would give; mkstemp alone would make files 0600
-
-
-class InputError(ValueError):
-    """Bad input a user must fix: the message names the file or key and what to do."""
 
 
 @contextlib.contextmanager
@@ -122,13 +120,22 @@ PNG_STRATEGIES = {
 }
 
 
-def encode_png(rgb: np.ndarray, compression: int = 1, strategy: str = "rle") -> bytes:
+PNG_ENCODERS = ("isal", "zlib")
+
+
+def encode_png(rgb: np.ndarray, encoder: str = "isal", level: int = 1, strategy: str = "rle") -> bytes:
     """PNG bytes of an RGB uint8 image (lossless whatever the settings).
 
-    zlib's run-length strategy is the default: on photos it compresses about as well as level 9
-    of the default strategy at the cost of level 1 (see the README's performance section).
+    `isal` (the default, `miqd.png`): Average-filtered rows deflated by ISA-L, levels 0-3, about six
+    times faster than zlib for files a few percent larger. `zlib`: libpng through OpenCV, levels
+    0-9 and a zlib strategy; its run-length strategy at level 1 compresses photos about as well as
+    level 9 of the default strategy.
     """
-    params = [cv2.IMWRITE_PNG_COMPRESSION, compression, cv2.IMWRITE_PNG_STRATEGY, PNG_STRATEGIES[strategy]]
+    if encoder == "isal":
+        from miqd import png
+
+        return png.encode(rgb, level)
+    params = [cv2.IMWRITE_PNG_COMPRESSION, level, cv2.IMWRITE_PNG_STRATEGY, PNG_STRATEGIES[strategy]]
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]), params)
     if not ok:  # pragma: no cover - cv2 only fails on invalid arrays
         raise RuntimeError("PNG encoding failed")

@@ -3,20 +3,23 @@
 The Snakefile and every stage take their paths from here, so a rule's output and the file the
 CLI writes cannot drift apart.
 
-Published layout (seeds/miqd_readme.md)::
+The published MIQD-2.5M layout, with the names its generator writes::
 
-    miqa_cls/images/<id>/<id>_<corruption>_<level>.png          uniform distortion (UD)
-    miqa_cls/images/<id>/<id>_<corruption>_<roi>_<bg>.png       ROI-DD (roi > bg), BG-DD (roi < bg)
+    miqa_cls/images/<id>/<id>_<corruption>_<level>.png                       uniform (UD)
+    miqa_cls/images/<id>/<id>_<corruption>_fg_stronger_fg<roi>_bg<bg>.png    ROI-DD (roi > bg)
+    miqa_cls/images/<id>/<id>_<corruption>_bg_stronger_fg<roi>_bg<bg>.png    BG-DD (roi < bg)
     miqa_cls/src_images/<id>.<ext>
-    miqa_det/...                                                COCO; shared by det and ins
+    miqa_det/...                                                             COCO; shared by det and ins
 
-The UD name is the one the published examples show (`..._contrast_1.png`); the paper does not
-show the mixed-region names, so they carry both levels, ROI first.
+"fg" is the generator's word for the ROI (foreground), "bg" for the background.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+from miqd.errors import InputError
 
 LEVELS = (1, 2, 3, 4, 5)
 PAIRS: tuple[tuple[int, int], ...] = tuple((r, b) for r in LEVELS for b in LEVELS)
@@ -36,7 +39,38 @@ def region_type(roi_level: int, bg_level: int) -> str:
 def distorted_name(image_id: str, corruption: str, roi_level: int, bg_level: int) -> str:
     if roi_level == bg_level:
         return f"{image_id}_{corruption}_{roi_level}.png"
-    return f"{image_id}_{corruption}_{roi_level}_{bg_level}.png"
+    stronger = "fg" if roi_level > bg_level else "bg"
+    return f"{image_id}_{corruption}_{stronger}_stronger_fg{roi_level}_bg{bg_level}.png"
+
+
+_NAME = re.compile(
+    r"^(?P<corruption>[A-Za-z][A-Za-z_]*?)_(?:(?P<level>[1-5])|(?P<stronger>fg|bg)_stronger_fg(?P<roi>[1-5])_bg(?P<bg>[1-5]))\.png$"
+)
+
+
+def parse_distorted_name(image_id: str, name: str) -> tuple[str, int, int]:
+    """(corruption, roi_level, bg_level) of a distorted image's file name; `distorted_name` inverted.
+
+    The id is given (it is the folder's name) because ids may contain `_`. A mixed name whose
+    `fg_stronger` / `bg_stronger` contradicts its levels is an error, not a guess.
+    """
+    base = Path(name).name
+    if not base.startswith(image_id + "_"):
+        raise InputError(f"distorted image name {base!r} does not start with its source id {image_id!r}_")
+    m = _NAME.match(base[len(image_id) + 1:])
+    if not m:
+        raise InputError(
+            f"distorted image name {base!r} is neither <id>_<corruption>_<level>.png nor "
+            f"<id>_<corruption>_{{fg,bg}}_stronger_fg<roi>_bg<bg>.png (levels 1-5)"
+        )
+    if m["level"]:
+        level = int(m["level"])
+        return m["corruption"], level, level
+    roi, bg = int(m["roi"]), int(m["bg"])
+    if roi == bg or (m["stronger"] == "fg") != (roi > bg):
+        raise InputError(f"distorted image name {base!r}: {m['stronger']}_stronger does not fit "
+                         f"ROI level {roi} and background level {bg}")
+    return m["corruption"], roi, bg
 
 
 def distorted_relpath(dataset: str, image_id: str, corruption: str, roi: int, bg: int) -> str:

@@ -1,83 +1,86 @@
 """The ten MIQD-2.5M corruptions, as a registry of pure functions of (image, parameters, rng).
 
-Nine follow the ImageNet-C definitions (Hendrycks & Dietterich 2019) as released in the
-`imagecorruptions` package, including its quirks, so that images match what the paper's authors
-generated; the tests check this against that package. `darkness` is MIQD's own: the HSV value
-channel minus a constant, written here as a per-pixel scaling of RGB, which keeps hue and
-saturation exactly.
+Every corruption has the definition the MIQD-2.5M generator applied (variant `miqd25m`, the
+default). Where ImageNet-C's released code (`imagecorruptions` 1.1.2) computes it differently, that
+definition is registered too (variant `imagenet_c`): glass blur (a sequential pixel-by-pixel
+shuffle there, one vectorised pass per iteration in the generator), motion blur (a shift-and-add
+line kernel there, ImageMagick's MotionBlurImage in the generator) and snow (a float32 blend there,
+float64 in the generator). The tests check each variant against its source image for image.
 
 Conventions shared by every corruption:
 - input RGB uint8 (H, W, 3); output RGB uint8 of the same shape;
-- float results are clipped to [0, 255] and truncated to uint8, as ImageNet-C does (`np.uint8`);
-- randomness comes only from the `rng` argument (a `numpy.random.Generator`), drawn in the same
-  order and from the same distributions as the reference.
+- float results are clipped to [0, 255] and truncated to uint8, as both sources do (`np.uint8`);
+- randomness comes only from the `rng` argument (anything with numpy's `normal`, `uniform` and
+  `integers`), drawn in the same order and from the same distributions as the source, so that the
+  source's own stream, injected, gives the source's image;
+- parameters arrive as the candidate table writes them (`schemes.yaml`); a function truncates one to
+  an integer exactly where its source does.
 
-Parameters are tuples named in `Corruption.param_names`. Each corruption carries ImageNet-C's five
-constants; `Corruption.params_at(s)` interpolates them linearly for a fractional severity s in
-[1, 5] (integer-valued parameters are rounded), which is how the PSNR-ranked scheme builds its
-candidate grid (see `severity.py`).
+A corruption whose candidates share work on one image (darkness: the HSV split) registers a
+`prepare` step; `Corruption.bind(image)` runs it once for all of that image's candidates.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numba
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 from scipy.ndimage import zoom as scipy_zoom
 
 from miqd.io import InputError
 
-CorruptionFn = Callable[[np.ndarray, tuple, np.random.Generator], np.ndarray]
+MIQD25M = "miqd25m"
+IMAGENET_C = "imagenet_c"
+VARIANTS = (MIQD25M, IMAGENET_C)
 
-SEVERITY_RANGE = (1.0, 5.0)
+CorruptionFn = Callable[..., np.ndarray]  # fn(image_or_prepared, params, rng)
+Bound = Callable[[tuple, object], np.ndarray]  # (params, rng) -> uint8 image
+
+
+@dataclass(frozen=True)
+class Implementation:
+    fn: CorruptionFn
+    prepare: Callable[[np.ndarray], object] | None = None
 
 
 @dataclass(frozen=True)
 class Corruption:
     name: str
     category: str  # digital | blur | environment | noise (paper Table 2)
-    fn: CorruptionFn
     param_names: tuple[str, ...]
-    imagenet_c: tuple[tuple[float, ...], ...]  # severity 1..5
-    integer_params: frozenset[str]
     stochastic: bool
+    implementations: dict[str, Implementation] = field(default_factory=dict)
 
-    def params_at(self, severity: float) -> tuple:
-        """Parameters at severity s in [1, 5]: ImageNet-C's constants, linearly interpolated."""
-        lo_s, hi_s = SEVERITY_RANGE
-        if not lo_s <= severity <= hi_s:
-            raise InputError(
-                f"severity {severity} of corruption {self.name!r} is out of range {lo_s:g}..{hi_s:g}"
-            )
-        lo = int(math.floor(severity))
-        frac = severity - lo
-        if frac == 0:
-            raw = self.imagenet_c[lo - 1]
-        else:
-            a, b = self.imagenet_c[lo - 1], self.imagenet_c[lo]
-            raw = tuple(ai + frac * (bi - ai) for ai, bi in zip(a, b))
-        return tuple(
-            int(math.floor(v + 0.5)) if name in self.integer_params else float(v)
-            for name, v in zip(self.param_names, raw)
-        )
+    def implementation(self, variant: str = MIQD25M) -> Implementation:
+        """The variant's own definition, or the generator's where ImageNet-C's is the same."""
+        if variant not in VARIANTS:
+            raise InputError(f"unknown corruption variant {variant!r}; allowed: {', '.join(VARIANTS)}")
+        return self.implementations.get(variant) or self.implementations[MIQD25M]
 
-    def describe(self, params: tuple) -> str:
-        return ",".join(f"{n}={v:g}" for n, v in zip(self.param_names, params))
+    def bind(self, image: np.ndarray, variant: str = MIQD25M) -> Bound:
+        """`(params, rng) -> image` for one source, its shared preparation done once."""
+        impl = self.implementation(variant)
+        state = impl.prepare(image) if impl.prepare else image
 
-    def __call__(self, image: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
-        return self.apply(image, self.params_at(severity), rng)
+        def apply(params: tuple, rng) -> np.ndarray:
+            out = impl.fn(state, tuple(params), rng)
+            return out if out.dtype == np.uint8 else to_uint8(out)
 
-    def apply(self, image: np.ndarray, params: tuple, rng: np.random.Generator) -> np.ndarray:
-        out = self.fn(image, params, rng)
-        if out.dtype != np.uint8:
-            out = to_uint8(out)
-        return out
+        return apply
+
+    def apply(self, image: np.ndarray, params: Sequence[float], rng, variant: str = MIQD25M) -> np.ndarray:
+        return self.bind(image, variant)(tuple(params), rng)
+
+    def describe(self, params: Sequence[float]) -> str:
+        return ",".join(f"{n}={v:g}" for n, v in zip(self.param_names, params, strict=True))
 
 
 _REGISTRY: dict[str, Corruption] = {}
@@ -88,19 +91,19 @@ def register(
     *,
     category: str,
     params: Sequence[str],
-    imagenet_c: Sequence[Sequence[float] | float],
-    integer: Sequence[str] = (),
     stochastic: bool = False,
+    variant: str = MIQD25M,
+    prepare: Callable[[np.ndarray], object] | None = None,
 ) -> Callable[[CorruptionFn], CorruptionFn]:
-    """Add a corruption to the registry; adding one is adding a decorated function."""
+    """Add a corruption (or another variant of one) to the registry: a decorated function."""
 
     def deco(fn: CorruptionFn) -> CorruptionFn:
-        levels = tuple(tuple(v) if isinstance(v, (tuple, list)) else (v,) for v in imagenet_c)
-        if len(levels) != 5 or any(len(v) != len(params) for v in levels):
-            raise ValueError(f"corruption {name}: need 5 levels of {len(params)} parameters")
-        _REGISTRY[name] = Corruption(
-            name, category, fn, tuple(params), levels, frozenset(integer), stochastic
-        )
+        entry = _REGISTRY.setdefault(name, Corruption(name, category, tuple(params), stochastic))
+        if (entry.category, entry.param_names, entry.stochastic) != (category, tuple(params), stochastic):
+            raise ValueError(f"corruption {name}: variant {variant} disagrees on category/params")
+        if variant in entry.implementations:
+            raise ValueError(f"corruption {name}: variant {variant} registered twice")
+        entry.implementations[variant] = Implementation(fn, prepare)
         return fn
 
     return deco
@@ -121,22 +124,21 @@ def available_corruptions() -> list[str]:
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
-    """Clip to [0, 255] and truncate, as ImageNet-C's `np.uint8(...)` does."""
+    """Clip to [0, 255] and truncate, as both sources' `np.uint8(...)` does."""
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------
-# shared helpers (same maths as imagecorruptions' helpers, implemented for speed)
+# shared helpers (the sources' maths, implemented for speed where that keeps every bit)
 
 
 def gaussian_filter(x: np.ndarray, sigma: float) -> np.ndarray:
-    """skimage.filters.gaussian on float images: truncate 4.0, 'nearest' borders, per channel."""
-    radius = int(4.0 * sigma + 0.5)
-    k = 2 * radius + 1
-    return cv2.GaussianBlur(x, (k, k), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REPLICATE)
+    """`skimage.filters.gaussian(x, sigma, channel_axis=-1)` on a float image, bit for bit."""
+    return ndimage.gaussian_filter(x, (sigma, sigma, 0), mode="nearest", truncate=4.0)
 
 
-def disk_kernel(radius: int, alias_blur: float) -> np.ndarray:
+def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
+    """The defocus kernel; a fractional radius is compared as is (the generator's 0.95 .. 0.999)."""
     if radius <= 8:
         grid = np.arange(-8, 8 + 1)
         ksize = (3, 3)
@@ -149,15 +151,20 @@ def disk_kernel(radius: int, alias_blur: float) -> np.ndarray:
     return cv2.GaussianBlur(disk, ksize=ksize, sigmaX=alias_blur)
 
 
-def motion_shifts(radius: int, sigma: float, angle: float, shape: tuple[int, int]):
-    """(dx, dy, weight) of the line kernel of imagecorruptions' `_motion_blur`."""
+def line_shifts(radius: float, sigma: float, angle: float, shape: tuple[int, int]):
+    """(dx, dy, weight) of the line kernel of ImageNet-C's `_motion_blur` (snow's streaks).
+
+    A fractional radius keeps that code's quirk: the kernel has ceil(2r + 1) taps and is
+    normalised over all of them, but only the first int(2r + 1) are applied.
+    """
     width = radius * 2 + 1
-    k = np.exp(-np.arange(width) ** 2 / (2 * sigma**2)) / (np.sqrt(2 * np.pi) * sigma)
+    taps = np.arange(width)
+    k = np.exp(-(taps**2) / (2 * (sigma**2))) / (np.sqrt(2 * np.pi) * sigma)
     k = k / np.sum(k)
     point = (width * np.sin(np.deg2rad(angle)), width * np.cos(np.deg2rad(angle)))
     hypot = math.hypot(point[0], point[1])
     shifts = []
-    for i in range(width):
+    for i in range(int(width)):
         dy = -math.ceil(((i * point[0]) / hypot) - 0.5)
         dx = -math.ceil(((i * point[1]) / hypot) - 0.5)
         if abs(dy) >= shape[0] or abs(dx) >= shape[1]:
@@ -166,10 +173,10 @@ def motion_shifts(radius: int, sigma: float, angle: float, shape: tuple[int, int
     return shifts
 
 
-def motion_blur_array(x: np.ndarray, radius: int, sigma: float, angle: float) -> np.ndarray:
+def line_blur(x: np.ndarray, radius: float, sigma: float, angle: float) -> np.ndarray:
     """Weighted sum of edge-replicated shifts: one padded copy instead of a roll per tap."""
     h, w = x.shape[:2]
-    shifts = motion_shifts(radius, sigma, angle, (h, w))
+    shifts = line_shifts(radius, sigma, angle, (h, w))
     pad = max([max(abs(dx), abs(dy)) for dx, dy, _ in shifts] + [0])
     pad_width = ((pad, pad), (pad, pad)) + ((0, 0),) * (x.ndim - 2)
     xp = np.pad(x, pad_width, mode="edge")
@@ -179,7 +186,57 @@ def motion_blur_array(x: np.ndarray, radius: int, sigma: float, angle: float) ->
     return out
 
 
-def plasma_fractal(mapsize: int, wibbledecay: float, rng: np.random.Generator) -> np.ndarray:
+_MAGICK_EPSILON = 1.0e-12
+
+
+def magick_motion_taps(radius: float, sigma: float, angle: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ImageMagick's MotionBlurImage kernel: (x offsets, y offsets, weights), in its tap order."""
+    if radius <= _MAGICK_EPSILON:
+        raise ValueError("motion blur radius must be positive (ImageMagick would pick one itself)")
+    width = int(2.0 * math.ceil(radius) + 1.0)  # GetOptimalKernelWidth1D for radius > 0
+    s = sigma if abs(sigma) >= _MAGICK_EPSILON else _MAGICK_EPSILON
+    i = np.arange(width, dtype=np.float64)
+    k = np.exp(-(i * i) / (2.0 * s * s)) / (math.sqrt(2.0 * math.pi) * s)
+    k = k / k.sum()
+    px, py = width * math.sin(math.radians(angle)), width * math.cos(math.radians(angle))
+    hypot = math.hypot(px, py)
+    ox = np.array([math.ceil(j * py / hypot - 0.5) for j in range(width)], dtype=np.int64)
+    oy = np.array([math.ceil(j * px / hypot - 0.5) for j in range(width)], dtype=np.int64)
+    return ox, oy, k
+
+
+@numba.njit(cache=True, nogil=True)
+def _magick_line_sum(xp, pad, ox, oy, k, out):  # pragma: no cover - compiled
+    """out[y, x] = sum_i k[i] * 257 * xp[y + oy[i], x + ox[i]], taps added in ImageMagick's order."""
+    h, w, ch = out.shape
+    for i in range(k.shape[0]):
+        r0 = pad + oy[i]
+        c0 = pad + ox[i]
+        ki = k[i]
+        for r in range(h):
+            for c in range(w):
+                for d in range(ch):
+                    out[r, c, d] += ki * (257.0 * xp[r0 + r, c0 + c, d])
+
+
+def magick_motion_blur(x: np.ndarray, radius: float, sigma: float, angle: float) -> np.ndarray:
+    """ImageMagick 6 (Q16) MotionBlurImage of an 8-bit image, written back as 8 bits.
+
+    Pixels are 16-bit quanta (8-bit value x 257), taps are summed in double in kernel order with
+    edge pixels replicated past the border, the sum is rounded to a quantum and the quantum
+    truncated to 8 bits (q // 257), which is what reading Wand's PNG blob back gives.
+    """
+    ox, oy, k = magick_motion_taps(radius, sigma, angle)
+    h, w = x.shape[:2]
+    pad = int(max(np.abs(ox).max(), np.abs(oy).max()))
+    xp = np.pad(x, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    acc = np.zeros(x.shape, dtype=np.float64)
+    _magick_line_sum(xp, pad, ox, oy, k, acc)
+    quanta = np.clip(np.floor(acc + 0.5), 0, 65535)
+    return (quanta // 257).astype(np.uint8)
+
+
+def plasma_fractal(mapsize: int, wibbledecay: float, rng) -> np.ndarray:
     """Diamond-square height map in [0, 1] (square, side `mapsize`, a power of two)."""
     if mapsize & (mapsize - 1):
         raise ValueError("mapsize must be a power of two")
@@ -198,11 +255,12 @@ def plasma_fractal(mapsize: int, wibbledecay: float, rng: np.random.Generator) -
         squareaccum += np.roll(squareaccum, shift=-1, axis=1)
         maparray[half:mapsize:stepsize, half:mapsize:stepsize] = wibbledmean(squareaccum)
 
+        # the sums are associated as the sources write them: (a + b) + (c + d)
         drgrid = maparray[half:mapsize:stepsize, half:mapsize:stepsize]
         ulgrid = maparray[0:mapsize:stepsize, 0:mapsize:stepsize]
-        ltsum = drgrid + np.roll(drgrid, 1, axis=0) + ulgrid + np.roll(ulgrid, -1, axis=1)
+        ltsum = (drgrid + np.roll(drgrid, 1, axis=0)) + (ulgrid + np.roll(ulgrid, -1, axis=1))
         maparray[0:mapsize:stepsize, half:mapsize:stepsize] = wibbledmean(ltsum)
-        ttsum = drgrid + np.roll(drgrid, 1, axis=1) + ulgrid + np.roll(ulgrid, -1, axis=0)
+        ttsum = (drgrid + np.roll(drgrid, 1, axis=1)) + (ulgrid + np.roll(ulgrid, -1, axis=0))
         maparray[half:mapsize:stepsize, 0:mapsize:stepsize] = wibbledmean(ttsum)
 
         stepsize //= 2
@@ -226,7 +284,7 @@ def _glass_shuffle(x: np.ndarray, offsets: np.ndarray, delta: int) -> None:  # p
 
     The reference writes `x[h, w], x[h', w'] = x[h', w'], x[h, w]` on numpy pixel views; the
     right-hand side aliases the array, so the "swap" copies x[h', w'] into x[h, w] and leaves
-    x[h', w'] unchanged. ImageNet-C and MIQD-2.5M images were made that way; so are ours.
+    x[h', w'] unchanged.
     """
     height, width, channels = x.shape
     for it in range(offsets.shape[0]):
@@ -240,11 +298,48 @@ def _glass_shuffle(x: np.ndarray, offsets: np.ndarray, delta: int) -> None:  # p
                     x[h, w, c] = x[hp, wp, c]
 
 
+def _hsv_factors(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-image's RGB -> HSV -> RGB round trip, split into V and what multiplies it.
+
+    hsv2rgb returns, per channel, V times one of 1, (1 - S), (1 - F S), (1 - (1 - F) S), chosen by
+    the hue sector; none of those factors depends on V. Computing them once per image with
+    scikit-image's own expressions and multiplying by a changed V gives its bits exactly.
+    """
+    arr = x / 255.0
+    v = arr.max(-1)
+    delta = np.ptp(arr, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s = delta / v
+        s[delta == 0.0] = 0.0
+        h = np.empty_like(v)
+        idx = arr[..., 0] == v
+        h[idx] = (arr[idx, 1] - arr[idx, 2]) / delta[idx]
+        idx = arr[..., 1] == v
+        h[idx] = 2.0 + (arr[idx, 2] - arr[idx, 0]) / delta[idx]
+        idx = arr[..., 2] == v
+        h[idx] = 4.0 + (arr[idx, 0] - arr[idx, 1]) / delta[idx]
+        h = (h / 6.0) % 1.0
+        h[delta == 0.0] = 0.0
+    h[np.isnan(h)] = 0
+    s[np.isnan(s)] = 0
+    hi = np.floor(h * 6)
+    f = h * 6 - hi
+    one = np.ones_like(v)
+    p, q, t = 1 - s, 1 - f * s, 1 - (1 - f) * s
+    sector = hi.astype(np.uint8) % 6
+    table = np.stack([
+        np.stack((one, t, p), axis=-1), np.stack((q, one, p), axis=-1), np.stack((p, one, t), axis=-1),
+        np.stack((p, q, one), axis=-1), np.stack((t, p, one), axis=-1), np.stack((one, p, q), axis=-1),
+    ])
+    factors = np.choose(np.repeat(sector[..., None], 3, axis=-1), table)
+    return v, factors
+
+
 # ---------------------------------------------------------------------------------------------
 # the corruptions, in the paper's order (Table 2)
 
 
-@register("contrast", category="digital", params=("factor",), imagenet_c=(0.4, 0.3, 0.2, 0.1, 0.05))
+@register("contrast", category="digital", params=("factor",))
 def contrast(x, p, rng):
     (c,) = p
     xf = x / 255.0
@@ -252,7 +347,7 @@ def contrast(x, p, rng):
     return np.clip((xf - means) * c + means, 0, 1) * 255
 
 
-@register("pixelate", category="digital", params=("scale",), imagenet_c=(0.6, 0.5, 0.4, 0.3, 0.25))
+@register("pixelate", category="digital", params=("scale",))
 def pixelate(x, p, rng):
     (c,) = p
     h, w = x.shape[:2]
@@ -261,13 +356,7 @@ def pixelate(x, p, rng):
     return np.asarray(im)
 
 
-@register(
-    "jpeg_compression",
-    category="digital",
-    params=("quality",),
-    imagenet_c=(25, 18, 15, 10, 7),
-    integer=("quality",),
-)
+@register("jpeg_compression", category="digital", params=("quality",))
 def jpeg_compression(x, p, rng):
     (quality,) = p
     buf = io.BytesIO()
@@ -277,44 +366,46 @@ def jpeg_compression(x, p, rng):
         return np.asarray(im.convert("RGB"))
 
 
-@register(
-    "motion_blur",
-    category="blur",
-    params=("radius", "sigma"),
-    imagenet_c=((10, 3), (15, 5), (15, 8), (15, 12), (20, 15)),
-    integer=("radius",),
-    stochastic=True,
-)
+@register("motion_blur", category="blur", params=("radius", "sigma"), stochastic=True)
 def motion_blur(x, p, rng):
+    """ImageMagick's motion blur (the generator calls it through Wand), angle in [-45, 45]."""
+    radius, sigma = p
+    return magick_motion_blur(x, radius, sigma, rng.uniform(-45, 45))
+
+
+@register("motion_blur", category="blur", params=("radius", "sigma"), stochastic=True, variant=IMAGENET_C)
+def motion_blur_imagenet_c(x, p, rng):
     radius, sigma = p
     angle = rng.uniform(-45, 45)
-    return np.clip(motion_blur_array(x, int(radius), sigma, angle), 0, 255)
+    return np.clip(line_blur(x, int(radius), sigma, angle), 0, 255)
 
 
-@register(
-    "defocus_blur",
-    category="blur",
-    params=("radius", "alias_blur"),
-    imagenet_c=((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)),
-    integer=("radius",),
-)
+@register("defocus_blur", category="blur", params=("radius", "alias_blur"))
 def defocus_blur(x, p, rng):
     radius, alias_blur = p
-    kernel = disk_kernel(int(radius), alias_blur)
+    kernel = disk_kernel(radius, alias_blur)
     xf = x / 255.0
     channels = np.stack([cv2.filter2D(xf[:, :, d], -1, kernel) for d in range(3)], axis=2)
     return np.clip(channels, 0, 1) * 255
 
 
-@register(
-    "glass_blur",
-    category="blur",
-    params=("sigma", "max_delta", "iterations"),
-    imagenet_c=((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)),
-    integer=("max_delta", "iterations"),
-    stochastic=True,
-)
+@register("glass_blur", category="blur", params=("sigma", "max_delta", "iterations"), stochastic=True)
 def glass_blur(x, p, rng):
+    """The generator's glass blur: every pixel takes a random neighbour's value at once, per pass."""
+    sigma, delta, iterations = p
+    delta, iterations = int(delta), int(iterations)
+    y = np.uint8(gaussian_filter(x / 255.0, sigma) * 255)
+    h, w = y.shape[:2]
+    rows, cols = np.arange(h)[:, None], np.arange(w)[None, :]
+    for _ in range(iterations):
+        dh, dw = rng.integers(-delta, delta, size=(2, h, w))
+        y = y[np.clip(rows + dh, 0, h - 1), np.clip(cols + dw, 0, w - 1)]
+    return np.clip(gaussian_filter(y / 255.0, sigma), 0, 1) * 255
+
+
+@register("glass_blur", category="blur", params=("sigma", "max_delta", "iterations"), stochastic=True,
+          variant=IMAGENET_C)
+def glass_blur_imagenet_c(x, p, rng):
     sigma, delta, iterations = p
     delta, iterations = int(delta), int(iterations)
     y = np.uint8(gaussian_filter(x / 255.0, sigma) * 255)
@@ -324,13 +415,7 @@ def glass_blur(x, p, rng):
     return np.clip(gaussian_filter(y / 255.0, sigma), 0, 1) * 255
 
 
-@register(
-    "fog",
-    category="environment",
-    params=("scale", "decay"),
-    imagenet_c=((1.5, 2), (2.0, 2), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4)),
-    stochastic=True,
-)
+@register("fog", category="environment", params=("scale", "decay"), stochastic=True)
 def fog(x, p, rng):
     scale, decay = p
     h, w = x.shape[:2]
@@ -341,67 +426,48 @@ def fog(x, p, rng):
     return np.clip(xf * max_val / (max_val + scale), 0, 1) * 255
 
 
-@register(
-    "snow",
-    category="environment",
-    params=("loc", "scale", "zoom", "threshold", "radius", "sigma", "blend"),
-    imagenet_c=(
-        (0.1, 0.3, 3, 0.5, 10, 4, 0.8),
-        (0.2, 0.3, 2, 0.5, 12, 4, 0.7),
-        (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
-        (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65),
-        (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55),
-    ),
-    integer=("radius",),
-    stochastic=True,
-)
-def snow(x, p, rng):
+SNOW_PARAMS = ("loc", "scale", "zoom", "threshold", "radius", "sigma", "blend")
+
+
+def _snow(x, p, rng, blend_dtype):
+    """The blend of image and its brightened grey is float32 in ImageNet-C and float64 in the
+    generator (its blend weight is a NumPy float64, which NumPy >= 2 lets promote the image)."""
     loc, scale, zoom, threshold, radius, sigma, blend = p
+    blend = blend_dtype(blend)
     h, w = x.shape[:2]
     xf = x.astype(np.float32) / 255.0
     layer = rng.normal(size=(h, w), loc=loc, scale=scale)
     layer = clipped_zoom(layer[..., None], zoom)
     layer[layer < threshold] = 0
     layer = np.clip(layer.squeeze(), 0, 1)
-    layer = motion_blur_array(layer, int(radius), sigma, rng.uniform(-135, -45))
+    layer = line_blur(layer, radius, sigma, rng.uniform(-135, -45))
     layer = (np.round(layer * 255).astype(np.uint8) / 255.0)[..., None][:h, :w, :]
     gray = cv2.cvtColor(xf, cv2.COLOR_RGB2GRAY).reshape(h, w, 1)
     xf = blend * xf + (1 - blend) * np.maximum(xf, gray * 1.5 + 0.5)
     flakes = layer + np.rot90(layer, k=2)
     if flakes.shape[:2] == (h, w):
         return np.clip(xf + flakes, 0, 1) * 255
-    # the zoomed layer came out a pixel short: the reference adds it to the top-left corner
+    # the zoomed layer came out a pixel short: the sources add it to the top-left corner
     lh, lw = layer.shape[:2]
     xf[:lh, :lw] += flakes
     return np.clip(xf, 0, 1) * 255
 
 
-@register(
-    "darkness",
-    category="environment",
-    params=("value_drop",),
-    imagenet_c=(0.1, 0.2, 0.3, 0.4, 0.5),
-)
-def darkness(x, p, rng):
-    """HSV value minus `value_drop` (V in [0, 1]); ImageNet-C `brightness` run backwards.
+register("snow", category="environment", params=SNOW_PARAMS, stochastic=True)(
+    functools.partial(_snow, blend_dtype=np.float64))
+register("snow", category="environment", params=SNOW_PARAMS, stochastic=True, variant=IMAGENET_C)(
+    functools.partial(_snow, blend_dtype=float))
 
-    With hue and saturation fixed, RGB is proportional to V, so scaling every channel by
-    (V - c) / V is exactly the HSV round trip without leaving RGB.
-    """
+
+@register("darkness", category="environment", params=("value_drop",), prepare=_hsv_factors)
+def darkness(prepared, p, rng):
+    """HSV value minus `value_drop` (V in [0, 1]), through scikit-image's colour conversion."""
     (c,) = p
-    xf = x / 255.0
-    v = xf.max(axis=2, keepdims=True)
-    scale = np.divide(np.clip(v - c, 0, 1), v, out=np.zeros_like(v), where=v > 0)
-    return xf * scale * 255
+    v, factors = prepared
+    return np.clip(np.clip(v - c, 0, 1)[..., None] * factors, 0, 1) * 255
 
 
-@register(
-    "gaussian_noise",
-    category="noise",
-    params=("sigma",),
-    imagenet_c=(0.08, 0.12, 0.18, 0.26, 0.38),
-    stochastic=True,
-)
+@register("gaussian_noise", category="noise", params=("sigma",), stochastic=True)
 def gaussian_noise(x, p, rng):
     (c,) = p
     xf = x / 255.0

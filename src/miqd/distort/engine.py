@@ -1,13 +1,15 @@
 """The distort stage: 250 region-weighted distortions per source image, for one shard.
 
-Per source: 10 corruptions x 5 whole-image levels (50 corruption calls under ImageNet-C constants;
-under PSNR ranking every candidate severity is one call), then for each corruption the 25
-(ROI level, background level) pairs: the 5 uniform ones are the level images themselves, the 20
-mixed ones are soft-mask blends of two level images (no corruption calls of their own).
+Per source: 10 corruptions x 5 whole-image levels (under MIQD-2.5M's recipe each of a corruption's
+12 candidates is one call, ranked by PSNR; under ImageNet-C's constants 5 calls), then for each
+corruption the 25 (ROI level, background level) pairs: the 5 uniform ones are the level images
+themselves, the 20 mixed ones are soft-mask blends of two level images (no corruption calls of
+their own).
 
 Outputs, all written atomically: the PNGs in the published layout, a copy of the source under
-`src_images/`, a manifest (one row per distorted image) and a levels table (one row per
-candidate severity, with its PSNR, rank and the level it became). All inputs are checked before
+`src_images/`, a manifest (one row per distorted image; `roi_severity` / `bg_severity` are the
+numbers of the candidates the two levels came from) and a levels table (one row per candidate,
+with its parameters, PSNR, rank and the level it became). All inputs are checked before
 anything is written; if the job fails later, what it wrote is removed.
 """
 
@@ -30,7 +32,7 @@ import pyarrow as pa
 from miqd import layout
 from miqd.distort.blend import BlendSettings, blend, soft_mask
 from miqd.distort.corruptions import get_corruption
-from miqd.distort.levels import SeverityScheme, compute_levels
+from miqd.distort.levels import SeverityScheme, Streams, compute_levels
 from miqd.io import InputError, encode_png, read_image, read_mask, read_table, write_bytes, write_table
 from miqd.quality import SSIMReference, psnr
 
@@ -59,9 +61,9 @@ LEVELS_SCHEMA = pa.schema(
         ("image_id", pa.string()),
         ("corruption", pa.string()),
         ("candidate", pa.int16()),
-        ("severity", pa.float64()),
         ("params", pa.string()),
         ("psnr", pa.float64()),
+        ("rank_psnr", pa.float64()),  # what the rank follows: psnr, or that of upscaled copies (rank_min_side)
         ("rank", pa.int16()),
         ("level", pa.int8()),
     ]
@@ -73,6 +75,7 @@ class DistortSettings:
     corruptions: tuple[str, ...]
     scheme: SeverityScheme = SeverityScheme()
     blend: BlendSettings = BlendSettings()
+    png_encoder: str = "isal"
     png_compression: int = 1
     png_strategy: str = "rle"
     seed: int = 0
@@ -90,15 +93,12 @@ class DistortSettings:
         b = d["blend"]
         return cls(
             corruptions=tuple(d["corruptions"]),
-            scheme=SeverityScheme(
-                d["severity_scheme"],
-                tuple(float(s) for s in d["psnr_ranked"]["candidate_severities"]),
-                tuple(d["psnr_ranked"]["ranks"]),
-            ),
+            scheme=SeverityScheme(d["severity_scheme"], tuple(d["ranks"]), d["rank_min_side"]),
             blend=BlendSettings(
                 b["kernel"], b["erode_kernel"], b["erode_iterations"], b["band"][0], b["band"][1],
                 b["smooth_kernel"],
             ),
+            png_encoder=d["png_encoder"],
             png_compression=d["png_compression"],
             png_strategy=d["png_strategy"],
             seed=config["seed"],
@@ -118,22 +118,25 @@ class Distorted:
 
 def distort_image(
     image: np.ndarray, mask: np.ndarray, image_id: str, settings: DistortSettings,
-    level_rows: list[dict] | None = None,
+    level_rows: list[dict] | None = None, streams: Streams | None = None,
 ) -> Iterator[Distorted]:
-    """All 25 x len(corruptions) distortions of one image, in manifest order; no I/O."""
+    """All 25 x len(corruptions) distortions of one image, in manifest order; no I/O.
+
+    `streams` replaces the keyed random streams (see `levels.compute_levels`).
+    """
     soft = soft_mask(mask, settings.blend)
     for name in settings.corruptions:
         corruption = get_corruption(name)
-        cal = compute_levels(corruption, image, image_id, settings.scheme, settings.seed)
+        cal = compute_levels(corruption, image, image_id, settings.scheme, settings.seed, streams)
         if level_rows is not None:
             level_rows.extend(cal.rows)
         by_level = {lv.level: lv for lv in cal.levels}
         for roi, bg in layout.PAIRS:
             r, b = by_level[roi], by_level[bg]
             if roi == bg:
-                yield Distorted(name, roi, bg, r.severity, b.severity, r.image, r.psnr)
+                yield Distorted(name, roi, bg, r.candidate, b.candidate, r.image, r.psnr)
             else:
-                yield Distorted(name, roi, bg, r.severity, b.severity, blend(r.image, b.image, soft), None)
+                yield Distorted(name, roi, bg, r.candidate, b.candidate, blend(r.image, b.image, soft), None)
 
 
 @dataclass(frozen=True)
@@ -179,7 +182,8 @@ def process_source(job: SourceJob) -> tuple[list[dict], list[dict]]:
     categories = {}
     for d in distort_image(image, mask, job.image_id, job.settings, level_rows):
         rel = layout.distorted_relpath(job.dataset, job.image_id, d.corruption, d.roi_level, d.bg_level)
-        png = encode_png(d.image, job.settings.png_compression, job.settings.png_strategy)
+        png = encode_png(d.image, job.settings.png_encoder, job.settings.png_compression,
+                         job.settings.png_strategy)
         write_bytes(outdir / rel, png)
         if d.corruption not in categories:
             categories[d.corruption] = get_corruption(d.corruption).category

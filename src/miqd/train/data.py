@@ -12,7 +12,6 @@ Both the workflow's own outputs (label shards + split table) and the published M
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -81,23 +80,6 @@ def pipeline_samples(outdir: str, task: str, shards: list[str]) -> pd.DataFrame:
 
 _PUBLISHED = {"cls": ("miqa_cls", "miqa_cls"), "det": ("miqa_det", "miqa_det"), "ins": ("miqa_det", "miqa_ins")}
 _SPLIT_CSV = {"cls": "miqa_cls_{split}.csv", "det": "miqa_det_{split}.csv", "ins": "miqa_det_{split}.csv"}
-_LEVELS = re.compile(r"^(?P<corruption>.+?)_(?P<a>[1-5])(?:_(?P<b>[1-5]))?\.png$")
-
-
-def parse_distorted_name(image_id: str, name: str) -> tuple[str, int, int]:
-    """(corruption, roi_level, bg_level) from `<id>_<corruption>_<level>.png` (UD) or
-    `<id>_<corruption>_<roi>_<bg>.png`. The id is known (the folder name): ids may hold `_`."""
-    base = Path(name).name
-    if not base.startswith(image_id + "_"):
-        raise InputError(f"distorted image name {base!r} does not start with its source id {image_id!r}_")
-    m = _LEVELS.match(base[len(image_id) + 1:])
-    if not m:
-        raise InputError(f"distorted image name {base!r} is not <id>_<corruption>_<level>[_<level>].png")
-    a = int(m["a"])
-    b = int(m["b"]) if m["b"] else a
-    return m["corruption"], a, b
-
-
 def _read_csv(path: Path, columns: list[str], fix: str) -> pd.DataFrame:
     if not path.is_file():
         raise InputError(f"{path} does not exist; {fix}")
@@ -173,7 +155,7 @@ def published_samples(task: str, root: str, splits_dir: str, composite_lambda: f
     frames = []
     for image_id, which in zip(split["image_id"], split["split"], strict=True):
         labels = _published_labels(task, labels_dir, image_id)
-        parsed = [parse_distorted_name(image_id, n) for n in labels["name"]]
+        parsed = [layout.parse_distorted_name(image_id, n) for n in labels["name"]]
         srcs = sorted(src_dir.glob(f"{image_id}.*"))
         frames.append(pd.DataFrame({
             "path": [str(images_dir / image_id / n) for n in labels["name"]],
