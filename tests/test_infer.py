@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -128,3 +130,98 @@ def test_bad_weights_fail_before_any_image_is_read(shard, tmp_path, monkeypatch)
         _run(shard, [cls_spec("a", arch="resnet14t"), bad], "bad")
     assert read == []
     assert not (shard["tmp"] / "bad" / "index.parquet").exists()
+
+
+def _fresh_copy(shard, tmp_path):
+    """The shard's inputs and outputs, copied so a test can change them."""
+    import shutil
+
+    shutil.copytree(shard["tmp"], tmp_path / "shard", symlinks=True)
+    root = tmp_path / "shard"
+    select = root / "select.parquet"
+    rows = pq.read_table(select).to_pylist()
+    for r in rows:  # the sources live in the copy too
+        r["path"] = str(root / "src" / f"{r['image_id']}.png")
+    from miqd.io import write_table
+    from miqd.select import SELECT_SCHEMA
+
+    write_table(select, __import__("pyarrow").Table.from_pylist(rows, schema=SELECT_SCHEMA))
+    return {"tmp": root, "select": str(select), "manifest": str(root / "manifest.parquet"), "out": str(root / "out")}
+
+
+def _current_rows_only(shard, index):
+    """Every prediction row is of an image the shard holds now, with its current hash."""
+    images = infer.shard_images(shard["select"], shard["manifest"], shard["out"])
+    want = list(zip(images.image_id, images.corruption, images.roi_level, images.bg_level, images.sha256))
+    for path in index.path:
+        got = pd.read_parquet(path)
+        assert list(zip(got.image_id, got.corruption, got.roi_level, got.bg_level, got.sha256)) == want
+
+
+def test_changed_images_and_only_those_are_predicted_again(shard, tmp_path, monkeypatch):
+    """A new blend (distort.blend.kernel 33) rewrites the mixed images; infer recomputes exactly
+    those, and the result equals a run from scratch."""
+    s = _fresh_copy(shard, tmp_path)
+    specs = [cls_spec("a"), cls_spec("b")]
+    _run(s, specs, "before")
+    old = pd.read_parquet(s["manifest"])
+    select_path, roi_path = s["select"], str(s["tmp"] / "roi.parquet")
+    settings = engine.DistortSettings(("contrast", "fog"), blend=engine.BlendSettings(kernel=33))
+    engine.run(select_path, roi_path, s["manifest"], str(s["tmp"] / "levels.parquet"), "imagenet", s["out"], settings)
+    new = pd.read_parquet(s["manifest"])
+    changed = int((old.sha256 != new.sha256).sum())
+    assert changed == int((new.region_type != "UD").sum()) > 0  # every mixed image, no uniform one
+
+    seen: list[str] = []
+    real = TimmPredictor.predict
+    monkeypatch.setattr(TimmPredictor, "predict", lambda self, imgs: seen.extend([self.spec.id] * len(imgs))
+                        or real(self, imgs))
+    index = _run(s, specs, "after")
+    assert seen.count("a") == changed and seen.count("b") == changed
+    _current_rows_only(s, index)
+    monkeypatch.undo()
+    for p in index.path:  # the same as predicting everything afresh
+        kept = pd.read_parquet(p)
+        Path(p).unlink()
+        fresh = pd.read_parquet(_run(s, specs, "fresh").set_index("model").loc[Path(p).parent.name, "path"])
+        pd.testing.assert_frame_equal(kept, fresh)
+
+
+def test_images_that_left_the_shard_leave_its_predictions(shard, tmp_path):
+    s = _fresh_copy(shard, tmp_path)
+    _run(s, [cls_spec("a")], "before")
+    m = pq.read_table(s["manifest"])
+    keep = pd.Series(m.column("image_id").to_pylist()) == "demo_val_00000001"
+    from miqd.io import write_table
+
+    write_table(s["manifest"], m.filter(keep.to_numpy()))
+    rows = pq.read_table(s["select"]).to_pylist()
+    rows[1]["selected"] = False
+    from miqd.select import SELECT_SCHEMA
+
+    write_table(s["select"], __import__("pyarrow").Table.from_pylist(rows, schema=SELECT_SCHEMA))
+    index = _run(s, [cls_spec("a")], "after")
+    assert index.rows.tolist() == [51]
+    _current_rows_only(s, index)
+
+
+def test_a_file_changed_behind_the_manifest_is_an_error(shard, tmp_path):
+    s = _fresh_copy(shard, tmp_path)
+    victim = Path(s["out"]) / pd.read_parquet(s["manifest"]).path.iloc[7]
+    victim.write_bytes(victim.read_bytes()[:-100])  # truncated after distort wrote it
+    with pytest.raises(InputError, match=rf"image {victim} changed since the distort stage wrote it"):
+        _run(s, [cls_spec("a")], "truncated")
+
+
+def test_the_run_fingerprint_covers_device_precision_and_layout():
+    from miqd.models.predictions import run_fingerprint
+
+    spec = cls_spec("a")
+    cpu = run_fingerprint(spec, "cpu", "fp32", False)
+    assert run_fingerprint(spec, "cpu", "bf16", False) == cpu  # the CPU always computes in fp32
+    assert run_fingerprint(spec, "cuda", "bf16", False) != run_fingerprint(spec, "cuda", "fp32", False) != cpu
+    assert run_fingerprint(spec, "cuda:1", "bf16", True) == run_fingerprint(spec, "cuda:0", "bf16", True)
+    assert run_fingerprint(spec, "cuda", "bf16", True) != run_fingerprint(spec, "cuda", "bf16", False)
+    det = ModelSpec(id="d", task="det", backend="torchvision", arch="fcos_resnet50_fpn", weights="random",
+                    benchmark=1.0, group="g")
+    assert run_fingerprint(det, "cuda", "bf16", True) == run_fingerprint(det, "cuda", "bf16", False)  # timm only

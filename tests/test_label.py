@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,10 @@ from miqd.io import InputError, write_table
 from miqd.label import stage
 from miqd.label.mmos import mmos, model_weights, weighted_mean
 from miqd.label.scores import Objects, clean_reference, cls_accuracy, cls_consistency, detection_scores
-from miqd.models.infer import INDEX_SCHEMA, prediction_schema
+from miqd.io import file_sha256
+from miqd.label.ap import xyxy_to_xywh
+from miqd.models import predictions
+from miqd.models.infer import INDEX_SCHEMA
 from miqd.select import SELECT_SCHEMA
 
 # ---------------------------------------------------------------------------------------------
@@ -65,7 +69,7 @@ def _rect_rle(box, h=80, w=80) -> str:
 
 
 def _objects(boxes, labels, scores=None, crowd=None) -> Objects:
-    return Objects(boxes_xyxy=np.array(boxes, np.float64).reshape(-1, 4), labels=np.array(labels),
+    return Objects(boxes_xywh=xyxy_to_xywh(np.array(boxes, np.float64).reshape(-1, 4)), labels=np.array(labels),
                    scores=None if scores is None else np.array(scores, np.float64),
                    crowd=None if crowd is None else np.array(crowd, bool),
                    masks_rle=[_rect_rle(b) for b in boxes], size=(80, 80))
@@ -75,7 +79,7 @@ def _objects(boxes, labels, scores=None, crowd=None) -> Objects:
 def test_det_and_ins_consistency_and_accuracy_by_hand(masks):
     clean = _objects([A, B, C], [1, 1, 1], scores=[0.9, 0.8, 0.3])
     reference = clean_reference(clean, 0.5)
-    assert reference.boxes_xyxy.tolist() == [A, B] and not reference.crowd.any()
+    assert reference.boxes_xywh.tolist() == xyxy_to_xywh([A, B]).tolist() and not reference.crowd.any()
     dist = _objects(DIST["boxes"], DIST["labels"], DIST["scores"])
     gt = _objects([A, B, CROWD], [1, 1, 1], crowd=[False, False, True])
     assert detection_scores([dist], reference, masks=masks)[0] == pytest.approx(CONSISTENCY, abs=1e-12)
@@ -126,7 +130,7 @@ def _manifest(image_id: str) -> list[dict]:
     return [dict(image_id=image_id, corruption="fog", category="environment", roi_level=r, bg_level=b,
                  region_type="UD" if r == b else ("ROI-DD" if r > b else "BG-DD"), roi_severity=float(r),
                  bg_severity=float(b), path=f"miqa_det/images/{image_id}/{layout.distorted_name(image_id, 'fog', r, b)}",
-                 width=80, height=80, psnr=30.0 - r - b, ssim=0.9) for r, b in ((1, 1), (2, 1))]
+                 width=80, height=80, psnr=30.0 - r - b, ssim=0.9, sha256=f"hash-{r}{b}") for r, b in ((1, 1), (2, 1))]
 
 
 def _uncompressed_rle(box, h=80, w=80) -> dict:
@@ -147,7 +151,8 @@ def _write_inputs(tmp_path, task: str):
     manifest = pd.DataFrame(_manifest("000000000007"))
     write_table(tmp_path / "manifest.parquet", pa.Table.from_pandas(manifest, schema=MANIFEST_SCHEMA,
                                                                     preserve_index=False))
-    select = [dict(image_id="000000000007", path="x.png", width=80, height=80, class_index=None,
+    (tmp_path / "x.png").write_bytes(b"the source image's bytes")
+    select = [dict(image_id="000000000007", path=str(tmp_path / "x.png"), width=80, height=80, class_index=None,
                    class_name=None, categories=[1], score=None, selected=True)]
     write_table(tmp_path / "select.parquet", pa.Table.from_pylist(select, schema=SELECT_SCHEMA))
     annotations = {"images": [{"id": 7, "file_name": "x.png", "width": 80, "height": 80}],
@@ -165,14 +170,15 @@ def _write_inputs(tmp_path, task: str):
     keys = [("000000000007", "original", 0, 0), ("000000000007", "fog", 1, 1), ("000000000007", "fog", 2, 1)]
     preds = {  # model "m": the hand-worked example on (1, 1); nothing at all on (2, 1)
         "original": ([A, B, C], [0.9, 0.8, 0.3]), "fog11": (DIST["boxes"], DIST["scores"]), "fog21": ([], [])}
-    for key, (boxes, scores) in zip(keys, preds.values(), strict=True):
-        row = dict(image_id=key[0], corruption=key[1], roi_level=key[2], bg_level=key[3],
+    hashes = [file_sha256(b"the source image's bytes"), "hash-11", "hash-21"]
+    for key, sha, (boxes, scores) in zip(keys, hashes, preds.values(), strict=True):
+        row = dict(image_id=key[0], corruption=key[1], roi_level=key[2], bg_level=key[3], sha256=sha,
                    boxes_xyxy=boxes, scores=scores, labels=[1] * len(boxes))
         if task == "ins":
             row.update(masks_rle=[_rect_rle(b) for b in boxes], height=80, width=80)
         rows.append(row)
     pred_path = tmp_path / "m.parquet"
-    write_table(pred_path, pa.Table.from_pylist(rows, schema=prediction_schema(task)))
+    write_table(pred_path, pa.Table.from_pylist(rows, schema=predictions.schema(task)))
     write_table(tmp_path / "index.parquet", pa.Table.from_pylist(
         [dict(model="m", fingerprint="f", weights="random", path=str(pred_path), rows=3)], schema=INDEX_SCHEMA))
 
@@ -187,7 +193,7 @@ def test_label_stage_writes_per_model_scores_and_mmos(tmp_path, task):
                       str(tmp_path / "instances.json"), str(out), settings)
     stored = pq.read_table(out)
     assert stored.column_names == ["image_id", "corruption", "roi_level", "bg_level", "region_type", "path",
-                                   "psnr", "ssim", "consistency", "accuracy", "composite",
+                                   "psnr", "ssim", "sha256", "consistency", "accuracy", "composite",
                                    "consistency/m", "accuracy/m"]
     got = stored.to_pandas()
     assert got["consistency/m"].tolist() == pytest.approx([CONSISTENCY, 0.0])
@@ -210,4 +216,33 @@ def test_label_stage_names_what_is_missing(tmp_path):
     write_table(tmp_path / "m.parquet", table.slice(0, 2))  # the (2, 1) image has no prediction
     with pytest.raises(InputError, match=r"model 'm' .* have no row for image 000000000007 fog \(2, 1\)"):
         stage.run("det", [{"id": "m", "benchmark": 1.0}], *args)
+
+
+def _rewrite(path, change):
+    rows = pq.read_table(path).to_pylist()
+    change(rows)
+    write_table(path, pa.Table.from_pylist(rows, schema=predictions.schema("det")))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda rows: rows[1].update(sha256="hash-of-an-older-png"),
+     r"the row of image 000000000007 fog \(1, 1\) was computed from another version of that image .*rerun its infer"),
+    (lambda rows: rows[0].update(sha256="stale"), r"image 000000000007 original \(0, 0\) was computed from another"),
+    (lambda rows: rows[1].update(labels=[1, 1]), r"the row of image 000000000007 fog \(1, 1\) has 3 boxes but 2 labels"),
+    (lambda rows: rows[1].update(scores=[0.9, 0.8]), r"has 3 boxes but 2 scores"),
+    (lambda rows: rows[1].update(scores=[0.9, float("nan"), 0.1]), r"fog \(1, 1\) has a NaN or infinite score"),
+    (lambda rows: rows[0].update(scores=[float("nan"), 0.8, 0.3]),
+     r"the row of image 000000000007 \(original\) has a NaN or infinite score"),
+    (lambda rows: rows.append(dict(rows[2])), r"hold two rows for image 000000000007 fog \(2, 1\)"),
+])
+def test_prediction_rows_are_checked_where_they_are_read(tmp_path, change, message):
+    """Stale, malformed or duplicated rows are errors naming the model, the file and the image,
+    never labels (a NaN in the clean predictions would silently leave the consistency reference)."""
+    _write_inputs(tmp_path, "det")
+    _rewrite(tmp_path / "m.parquet", change)
+    with pytest.raises(InputError, match=r"predictions of model 'm' \(.*m\.parquet\)") as err:
+        stage.run("det", [{"id": "m", "benchmark": 1.0}], [str(tmp_path / "index.parquet")],
+                  str(tmp_path / "manifest.parquet"), str(tmp_path / "select.parquet"),
+                  str(tmp_path / "instances.json"), str(tmp_path / "o.parquet"), stage.LabelSettings())
+    assert re.search(message, str(err.value)), str(err.value)
     assert not (tmp_path / "o.parquet").exists()

@@ -16,6 +16,7 @@ anything is written; if the job fails later, what it wrote is removed.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -33,8 +34,10 @@ from miqd import layout
 from miqd.distort.blend import BlendSettings, blend, soft_mask
 from miqd.distort.corruptions import get_corruption
 from miqd.distort.levels import SeverityScheme, Streams, compute_levels
-from miqd.io import InputError, encode_png, read_image, read_mask, read_table, write_bytes, write_table
+from miqd.io import (InputError, encode_png, file_sha256, read_image, read_mask, read_table, write_bytes,
+                     write_table)
 from miqd.quality import SSIMReference, psnr
+from miqd.workers import die_with_parent
 
 log = logging.getLogger("miqd.distort")
 
@@ -53,6 +56,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("height", pa.int32()),
         ("psnr", pa.float64()),
         ("ssim", pa.float64()),
+        ("sha256", pa.string()),  # of the PNG file's bytes: binds predictions to this exact image
     ]
 )
 
@@ -68,6 +72,9 @@ LEVELS_SCHEMA = pa.schema(
         ("level", pa.int8()),
     ]
 )
+
+
+LARGE_SOURCE = 4_000_000  # pixels
 
 
 @dataclass(frozen=True)
@@ -177,6 +184,8 @@ def process_source(job: SourceJob) -> tuple[list[dict], list[dict]]:
     height, width = image.shape[:2]
     ssim_ref = SSIMReference(image)
     outdir = Path(job.outdir)
+    large = height * width > LARGE_SOURCE  # progress within the source, corruption by corruption
+    start = time.perf_counter()
     rows: list[dict] = []
     level_rows: list[dict] = []
     categories = {}
@@ -185,6 +194,8 @@ def process_source(job: SourceJob) -> tuple[list[dict], list[dict]]:
         png = encode_png(d.image, job.settings.png_encoder, job.settings.png_compression,
                          job.settings.png_strategy)
         write_bytes(outdir / rel, png)
+        if large and d.roi_level == d.bg_level == 5:
+            log.info("%s: %s done (%.0f s)", job.image_id, d.corruption, time.perf_counter() - start)
         if d.corruption not in categories:
             categories[d.corruption] = get_corruption(d.corruption).category
         rows.append(
@@ -202,6 +213,7 @@ def process_source(job: SourceJob) -> tuple[list[dict], list[dict]]:
                 "height": height,
                 "psnr": d.psnr if d.psnr is not None else psnr(image, d.image),
                 "ssim": ssim_ref(d.image),
+                "sha256": file_sha256(png),
             }
         )
     suffix = Path(job.image_path).suffix
@@ -213,7 +225,8 @@ def process_source(job: SourceJob) -> tuple[list[dict], list[dict]]:
     return rows, level_rows
 
 
-def _init_worker() -> None:
+def _init_worker(parent_pid: int) -> None:
+    die_with_parent(parent_pid)
     cv2.setNumThreads(1)
 
 
@@ -261,7 +274,7 @@ def run(
     try:
         if workers > 1 and n > 1:
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                                     initializer=_init_worker) as pool:
+                                     initializer=_init_worker, initargs=(os.getpid(),)) as pool:
                 results = pool.map(process_source, jobs)
                 for i, (job, (r, lv)) in enumerate(zip(jobs, results, strict=True), start=1):
                     rows += r

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,14 +22,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from miqd import sources
-from miqd.io import InputError, read_table, write_table
+from miqd.io import InputError, file_sha256, read_table, write_table
+from miqd.models import predictions
+from miqd.label.ap import xyxy_to_xywh
 from miqd.label.mmos import mmos, model_weights
 from miqd.label.scores import Objects, clean_reference, cls_accuracy, cls_consistency, detection_scores
 
 log = logging.getLogger("miqd.label")
 
 KEYS = ["image_id", "corruption", "roi_level", "bg_level"]
-MANIFEST_COLUMNS = KEYS + ["region_type", "path", "psnr", "ssim"]
+MANIFEST_COLUMNS = KEYS + ["region_type", "path", "psnr", "ssim", "sha256"]
 
 
 @dataclass(frozen=True)
@@ -48,18 +51,23 @@ class LabelSettings:
 
 
 class Predictions:
-    """One model's prediction file, addressable by image key without building per-row objects."""
+    """One model's prediction file, addressable by image key without building per-row objects.
 
-    def __init__(self, path: str, task: str, model: str):
+    Rows are checked where they are read (one per image, equal list lengths, finite scores), and a
+    row is used only if it was computed from the file the shard holds now (`expected` hashes)."""
+
+    def __init__(self, path: str, task: str, model: str, expected: dict[tuple, str]):
         self.path, self.task, self.model = path, task, model
+        self.where = f"predictions of model {model!r} ({path})"
         try:
             table = pq.read_table(path)
         except (OSError, pa.ArrowInvalid) as err:
-            raise InputError(f"predictions of model {model!r} ({path}) cannot be read: {err}; rerun its "
-                             f"infer job") from None
-        keys = table.select(KEYS).to_pandas()
-        self.row = {k: i for i, k in enumerate(zip(keys.image_id, keys.corruption, keys.roi_level.astype(int),
-                                                   keys.bg_level.astype(int), strict=True))}
+            raise InputError(f"{self.where} cannot be read: {err}; rerun its infer job") from None
+        predictions.check(table, task, self.where)
+        self.expected = expected
+        keyed = predictions.keys_and_hashes(table)
+        self.row = {(k[0], k[1], int(k[2]), int(k[3])): i for i, k in enumerate(keyed)}
+        self.sha = [k[4] for k in keyed]
         if task == "cls":
             ids = table.column("top5_ids").combine_chunks()
             self.top1 = ids.values.to_numpy().reshape(-1, 5)[:, 0].astype(np.int64)
@@ -67,7 +75,7 @@ class Predictions:
         self._scores = _flat(table, "scores")
         self._labels = _flat(table, "labels")
         boxes = table.column("boxes_xyxy").combine_chunks()
-        self._box_values = boxes.values.values.to_numpy().reshape(-1, 4).astype(np.float64)
+        self._box_values = xyxy_to_xywh(boxes.values.values.to_numpy().reshape(-1, 4))
         self._offsets = boxes.offsets.to_numpy()
         if task == "ins":
             masks = table.column("masks_rle").combine_chunks()
@@ -77,16 +85,23 @@ class Predictions:
     def index(self, key: tuple) -> int:
         if key not in self.row:
             raise InputError(
-                f"predictions of model {self.model!r} ({self.path}) have no row for image {key[0]} "
-                f"{key[1]} ({key[2]}, {key[3]}); the file predates the distort manifest: rerun its infer job"
+                f"{self.where} have no row for image {key[0]} {key[1]} ({key[2]}, {key[3]}); the file predates "
+                f"the distort manifest: rerun its infer job"
             )
-        return self.row[key]
+        i = self.row[key]
+        if self.sha[i] != self.expected[key]:
+            raise InputError(
+                f"{self.where}: the row of image {key[0]} {key[1]} ({key[2]}, {key[3]}) was computed from another "
+                f"version of that image (content hash {self.sha[i][:12]}, the shard's is {self.expected[key][:12]}); "
+                f"rerun its infer job"
+            )
+        return i
 
     def objects(self, key: tuple) -> Objects:
         i = self.index(key)
         lo, hi = self._offsets[i], self._offsets[i + 1]
         return Objects(
-            boxes_xyxy=self._box_values[lo:hi], labels=self._labels[0][lo:hi], scores=self._scores[0][lo:hi],
+            boxes_xywh=self._box_values[lo:hi], labels=self._labels[0][lo:hi], scores=self._scores[0][lo:hi],
             masks_rle=self._masks[lo:hi] if self.task == "ins" else None,
             size=tuple(int(v) for v in self._size[i]) if self.task == "ins" else None,
         )
@@ -114,14 +129,14 @@ def coco_ground_truth(annotations: str, image_ids: list[str], with_masks: bool) 
         im = images[image_id]
         h, w = int(im["height"]), int(im["width"])
         items = anns.get(int(im["id"]), [])
-        boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                          for a in items], np.float64).reshape(-1, 4)
+        boxes = np.array([a["bbox"] for a in items], np.float64).reshape(-1, 4)  # COCO's xywh, exactly
+        areas = np.array([a.get("area", a["bbox"][2] * a["bbox"][3]) for a in items], np.float64)
         rles = None
         if with_masks:
             rles = [sources.annotation_rle(a["segmentation"], h, w) for a in items]
-        out[image_id] = Objects(boxes_xyxy=boxes, labels=np.array([a["category_id"] for a in items], np.int64),
+        out[image_id] = Objects(boxes_xywh=boxes, labels=np.array([a["category_id"] for a in items], np.int64),
                                 crowd=np.array([bool(a.get("iscrowd", 0)) for a in items], bool),
-                                masks_rle=rles, size=(h, w))
+                                masks_rle=rles, size=(h, w), areas=areas)
     return out
 
 
@@ -151,9 +166,12 @@ def run(task: str, models: list[dict], index_paths: list[str], manifest_path: st
     consistency, accuracy = np.full((n, m), np.nan), np.full((n, m), np.nan)
     keys = list(zip(manifest.image_id, manifest.corruption, manifest.roi_level.astype(int),
                     manifest.bg_level.astype(int), strict=True))
+    expected = dict(zip(keys, manifest["sha256"], strict=True))
+    paths = dict(zip(selected["image_id"], selected["path"], strict=True))
+    expected.update({(i, "original", 0, 0): file_sha256(_read_source(paths[i])) for i in rows_of})
     start = time.perf_counter()
     for j, model in enumerate(models):
-        preds = Predictions(files[model["id"]]["path"], task, model["id"])
+        preds = Predictions(files[model["id"]]["path"], task, model["id"], expected)
         for image_id, rows in rows_of.items():
             clean_key = (image_id, "original", 0, 0)
             if task == "cls":
@@ -196,6 +214,13 @@ def run(task: str, models: list[dict], index_paths: list[str], manifest_path: st
              task, n, m, *(float(np.nanmean(labels[k])) if n else float("nan")
                            for k in ("consistency", "accuracy", "composite")))
     return table
+
+
+def _read_source(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"source image {path} does not exist; rerun the select stage or restore it") from None
 
 
 def _prediction_files(index_paths: list[str], model_ids: list[str], task: str) -> dict[str, dict]:

@@ -1,10 +1,16 @@
 """The infer stage: every model of one (task, GPU group) on every image of one shard.
 
 Each image (the original and its 250 distortions) is decoded once per batch, by DataLoader
-workers, and fed to every model of the group that still needs it. Work is saved in chunks of
-images per model (a killed job resumes at the first missing chunk) and finished as one Parquet
-file per (model, shard), written atomically. A model whose file already holds its current
-fingerprint is not run again, so adding a model to a group computes only that model.
+workers, and fed to every model of the group that still needs it. A prediction row is bound to
+the exact image it came from: its `sha256` is the hash of the file's bytes as the worker read them
+(and must equal the distort manifest's, else the file changed since it was written), and the
+file's run fingerprint covers the model, the device, the precision and the memory layout.
+
+A job therefore computes exactly what is missing: for each model, the images whose (key, hash)
+has no row made with the current run fingerprint, in its finished file or in the chunk files a
+killed job left. Everything else is reused, and rows of images the shard no longer holds are
+dropped. New rows are saved in chunks (a killed job resumes after the last one) and each model's
+file is rewritten atomically, in the shard's image order.
 
 The job's declared output is an index of the group's prediction files; downstream stages read
 predictions through it.
@@ -12,8 +18,10 @@ predictions through it.
 
 from __future__ import annotations
 
-import json
+import functools
+import io
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -24,41 +32,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from miqd import __version__, layout
+from miqd import layout
 from miqd.devices import resolve_device
-from miqd.io import InputError, read_image, read_table, write_table
+from miqd.io import InputError, decode_image, file_sha256, read_table, write_table
+from miqd.models import predictions as P
 from miqd.models.backends import create_predictor
 from miqd.models.registry import ModelSpec
+from miqd.workers import die_with_parent
 
 log = logging.getLogger("miqd.infer")
 
-KEY_FIELDS = [
-    ("image_id", pa.string()),
-    ("corruption", pa.string()),  # "original" for the undistorted source
-    ("roi_level", pa.int8()),  # 0 for the original
-    ("bg_level", pa.int8()),
-]
-PREDICTION_FIELDS = {
-    "cls": [("top5_ids", pa.list_(pa.int16())), ("top5_probs", pa.list_(pa.float32()))],
-    "det": [("boxes_xyxy", pa.list_(pa.list_(pa.float32(), 4))), ("scores", pa.list_(pa.float32())),
-            ("labels", pa.list_(pa.int16()))],
-}
-PREDICTION_FIELDS["ins"] = PREDICTION_FIELDS["det"] + [("masks_rle", pa.list_(pa.string())),
-                                                      ("height", pa.int32()), ("width", pa.int32())]
 INDEX_SCHEMA = pa.schema([("model", pa.string()), ("fingerprint", pa.string()), ("weights", pa.string()),
                           ("path", pa.string()), ("rows", pa.int64())])
-
-
-def prediction_schema(task: str, spec: ModelSpec | None = None) -> pa.Schema:
-    schema = pa.schema(KEY_FIELDS + PREDICTION_FIELDS[task])
-    if spec is None:
-        return schema
-    return schema.with_metadata({
-        "miqd.model": json.dumps(spec.as_dict(), sort_keys=True),
-        "miqd.fingerprint": spec.fingerprint,
-        "miqd.weights": "random" if spec.random_weights else "real",
-        "miqd.version": __version__,
-    })
 
 
 @dataclass(frozen=True)
@@ -78,47 +63,76 @@ class InferSettings:
                    c["workers"] if workers is None else workers, c["chunk_size"],
                    c["threads"] if threads is None else threads)
 
+    def fingerprint(self, spec: ModelSpec) -> str:
+        return P.run_fingerprint(spec, self.device, self.precision, self.channels_last)
+
+    def how(self, spec: ModelSpec) -> dict:
+        return {"device": self.device, "precision": self.precision, "channels_last": self.channels_last}
+
 
 def shard_images(select_path: str, manifest_path: str, outdir: str) -> pd.DataFrame:
-    """Every image of the shard: each selected source, then its distortions in manifest order."""
+    """Every image of the shard, each selected source then its distortions in manifest order, with
+    the hash its predictions must carry (the manifest's for distortions, the file's for sources)."""
     sources = read_table(select_path)
     sources = sources[sources["selected"]].sort_values("image_id", kind="stable")
     manifest = read_table(manifest_path)
+    if "sha256" not in manifest.columns:
+        raise InputError(f"{manifest_path} has no content hashes (written by an older miqd); rerun its distort job")
     by_image = {k: g for k, g in manifest.groupby("image_id", sort=False)}
     frames = []
     for row in sources.itertuples():
-        frames.append(pd.DataFrame({"image_id": [row.image_id], "corruption": ["original"],
-                                    "roi_level": [0], "bg_level": [0], "file": [row.path]}))
+        frames.append(pd.DataFrame({"image_id": [row.image_id], "corruption": ["original"], "roi_level": [0],
+                                    "bg_level": [0], "file": [row.path], "sha256": [_source_hash(row.path)]}))
         if row.image_id in by_image:
             m = by_image[row.image_id]
             frames.append(pd.DataFrame({
                 "image_id": m["image_id"].to_numpy(), "corruption": m["corruption"].to_numpy(),
                 "roi_level": m["roi_level"].to_numpy(), "bg_level": m["bg_level"].to_numpy(),
-                "file": [str(Path(outdir) / p) for p in m["path"]],
+                "file": [str(Path(outdir) / p) for p in m["path"]], "sha256": m["sha256"].to_numpy(),
             }))
-    cols = ["image_id", "corruption", "roi_level", "bg_level", "file"]
+    cols = ["image_id", "corruption", "roi_level", "bg_level", "file", "sha256"]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
 
 
-class ImageFiles:
-    """A map-style dataset of decoded RGB images (torch's DataLoader runs it in workers)."""
+def _source_hash(path: str) -> str:
+    try:
+        return file_sha256(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise InputError(f"source image {path} does not exist; rerun the select stage or restore it") from None
 
-    def __init__(self, files: list[str]):
-        self.files = files
+
+class ImageFiles:
+    """A map-style dataset of decoded RGB images (torch's DataLoader runs it in workers); each
+    file's bytes are checked against the hash the shard expects before they are decoded."""
+
+    def __init__(self, files: list[str], hashes: list[str]):
+        self.files, self.hashes = files, hashes
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[int, np.ndarray]:
-        return index, read_image(self.files[index])
+        path = self.files[index]
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            raise InputError(f"image {path} does not exist; rerun the distort job of its shard") from None
+        if file_sha256(data) != self.hashes[index]:
+            raise InputError(f"image {path} changed since the distort stage wrote it (its content hash is not the "
+                             f"manifest's): rerun the distort job of its shard")
+        return index, decode_image(io.BytesIO(data), path)
 
 
 def _collate(batch):
     return batch
 
 
+def _worker_init(parent_pid: int, _worker_id: int) -> None:
+    die_with_parent(parent_pid)
+
+
 def _rows(task: str, keys: pd.DataFrame, preds: list[dict], images: list[np.ndarray]) -> dict[str, list]:
-    cols: dict[str, list] = {name: keys[name].tolist() for name, _ in KEY_FIELDS}
+    cols: dict[str, list] = {name: keys[name].tolist() for name in P.KEYS + ["sha256"]}
     if task == "cls":
         cols["top5_ids"] = [p["top5_ids"].tolist() for p in preds]
         cols["top5_probs"] = [p["top5_probs"].tolist() for p in preds]
@@ -133,16 +147,48 @@ def _rows(task: str, keys: pd.DataFrame, preds: list[dict], images: list[np.ndar
     return cols
 
 
-def _valid(path: Path, spec: ModelSpec, rows: int) -> bool:
-    """`path` holds `rows` predictions made by this exact model (same fingerprint)."""
-    if not path.is_file():
-        return False
-    try:
-        meta = pq.read_metadata(path)
-    except (OSError, pa.ArrowInvalid):
-        return False
-    fingerprint = (meta.metadata or {}).get(b"miqd.fingerprint", b"").decode()
-    return fingerprint == spec.fingerprint and meta.num_rows == rows
+def _reusable(paths: list[Path], fingerprint: str) -> list[tuple[Path, pa.Table]]:
+    """(path, table) of the files among `paths` made with `fingerprint` (others are ignored)."""
+    tables = []
+    for path in paths:
+        try:
+            if path.is_file() and P.fingerprint_of(pq.read_schema(path)) == fingerprint:
+                table = pq.read_table(path)
+                if "sha256" in table.column_names:
+                    tables.append((path, table))
+        except (OSError, pa.ArrowInvalid):
+            continue
+    return tables
+
+
+@dataclass
+class ModelWork:
+    """What one model of the group has and needs on this shard."""
+
+    spec: ModelSpec
+    fingerprint: str
+    output: Path
+    partial: Path
+    known: list[pa.Table]  # reusable tables
+    where: dict[tuple, tuple[int, int]]  # (key, hash) -> (table, row)
+    needed: np.ndarray  # bool per shard image: no current row yet
+
+    def chunk_path(self, number: int) -> Path:
+        return self.partial / f"chunk-{number:05d}.parquet"
+
+
+def _plan(task: str, spec: ModelSpec, images: pd.DataFrame, output: Path, settings: InferSettings) -> ModelWork:
+    fp = settings.fingerprint(spec)
+    partial = output.parent / f".partial-{output.stem}"
+    known = [table for _, table in _reusable([output] + sorted(partial.glob("chunk-*.parquet")), fp)]
+    where = {}
+    for t, table in enumerate(known):
+        for r, key in enumerate(P.keys_and_hashes(table)):
+            where.setdefault(key, (t, r))
+    wanted = list(zip(images.image_id, images.corruption, images.roi_level.astype(int), images.bg_level.astype(int),
+                      images.sha256, strict=True))
+    needed = np.array([k not in where for k in wanted], bool)
+    return ModelWork(spec, fp, output, partial, known, where, needed)
 
 
 def run(task: str, shard: str, specs: list[ModelSpec], select_path: str, manifest_path: str,
@@ -152,68 +198,102 @@ def run(task: str, shard: str, specs: list[ModelSpec], select_path: str, manifes
     torch.set_num_threads(settings.threads)
     images = shard_images(select_path, manifest_path, outdir)
     n = len(images)
-    outputs = {s.id: Path(layout.predictions(outdir, task, s.id, shard)) for s in specs}
-    todo = [s for s in specs if not _valid(outputs[s.id], s, n)]
+    work = [_plan(task, s, images, Path(layout.predictions(outdir, task, s.id, shard)), settings) for s in specs]
     for s in specs:
         if s.random_weights:
             log.warning("model %s has random weights (weights: random): its predictions, and any "
                         "label computed from them, are NOT real", s.id)
-    log.info("infer %s shard %s: %d images, models %s (%d already done), device %s",
-             task, shard, n, ", ".join(s.id for s in specs), len(specs) - len(todo), settings.device)
+    log.info("infer %s shard %s: %d images, models %s, device %s", task, shard, n,
+             ", ".join(s.id for s in specs), settings.device)
+    for w in work:
+        k = int(w.needed.sum())
+        log.info("  %s: %d of %d images to predict (%d rows reused, made from these exact images with "
+                 "the same model and settings)", w.spec.id, k, n, n - k)
+    todo = [w for w in work if w.needed.any()]
     if todo:
-        predictors = {s.id: create_predictor(s, settings.device, settings.precision, settings.channels_last)
-                      for s in todo}  # every model loads before any image is read
-        _predict(task, images, todo, predictors, outputs, settings)
+        predictors = {w.spec.id: create_predictor(w.spec, settings.device, settings.precision, settings.channels_last)
+                      for w in todo}  # every model loads before any image is read
+        _predict(task, images, todo, predictors, settings)
+    for w in work:
+        _finish(task, w, images, settings)
 
     index = pa.Table.from_pylist([
-        {"model": s.id, "fingerprint": s.fingerprint, "weights": "random" if s.random_weights else "real",
-         "path": str(outputs[s.id]), "rows": n} for s in specs], schema=INDEX_SCHEMA)
+        {"model": w.spec.id, "fingerprint": w.fingerprint, "weights": "random" if w.spec.random_weights else "real",
+         "path": str(w.output), "rows": n} for w in work], schema=INDEX_SCHEMA)
     write_table(index_path, index)
     return index.to_pandas()
 
 
-def _predict(task, images, specs, predictors, outputs, settings) -> None:
+def _predict(task: str, images: pd.DataFrame, work: list[ModelWork], predictors: dict, settings) -> None:
+    """Predict the images some model needs, in chunks of at most chunk_size images; one chunk file
+    per model and chunk, numbered after the chunks an earlier run left."""
     from torch.utils.data import DataLoader
 
-    n = len(images)
+    union = np.flatnonzero(np.logical_or.reduce([w.needed for w in work]))
     size = max(settings.chunk_size, settings.batch_size)
-    chunks = [(start, min(start + size, n)) for start in range(0, n, size)]
-    partial = {s.id: outputs[s.id].parent / f".partial-{outputs[s.id].stem}" for s in specs}
-    chunk_file = {s.id: (lambda c, sid=s.id: partial[sid] / f"chunk-{c:05d}.parquet") for s in specs}
-    need = {c: [s for s in specs if not _valid(chunk_file[s.id](c), s, hi - lo)]
-            for c, (lo, hi) in enumerate(chunks)}
-    batches = [(c, list(range(b, min(b + settings.batch_size, hi))))
-               for c, (lo, hi) in enumerate(chunks) if need[c]
-               for b in range(lo, hi, settings.batch_size)]
-    done_chunks = sum(not need[c] for c in range(len(chunks)))
-    if done_chunks:
-        log.info("resuming: %d of %d chunks already predicted", done_chunks, len(chunks))
-    loader = DataLoader(ImageFiles(images["file"].tolist()), batch_sampler=[b for _, b in batches],
-                        num_workers=settings.workers, collate_fn=_collate)
-    pending: dict[str, list[dict]] = {s.id: [] for s in specs}
-    seconds = {s.id: 0.0 for s in specs}
+    chunks = [union[i:i + size] for i in range(0, len(union), size)]
+    first = {w.spec.id: 1 + max([int(p.stem.split("-")[1]) for p in w.partial.glob("chunk-*.parquet")] + [-1])
+             for w in work}
+    batches = [(c, chunk[b:b + settings.batch_size].tolist()) for c, chunk in enumerate(chunks)
+               for b in range(0, len(chunk), settings.batch_size)]
+    loader = DataLoader(ImageFiles(images["file"].tolist(), images["sha256"].tolist()),
+                        batch_sampler=[b for _, b in batches], num_workers=settings.workers,
+                        collate_fn=_collate,
+                        worker_init_fn=functools.partial(_worker_init, os.getpid()) if settings.workers else None)
+    pending: dict[str, list[dict]] = {w.spec.id: [] for w in work}
+    seconds = {w.spec.id: 0.0 for w in work}
     start, processed = time.perf_counter(), 0
     for (c, _), batch in zip(batches, loader, strict=True):
-        idx = [i for i, _ in batch]
-        imgs = [img for _, img in batch]
-        keys = images.iloc[idx]
-        for spec in need[c]:
+        for w in work:
+            mine = [(i, img) for i, img in batch if w.needed[i]]
+            if not mine:
+                continue
             t = time.perf_counter()
-            preds = predictors[spec.id].predict(imgs)
-            seconds[spec.id] += time.perf_counter() - t
-            pending[spec.id].append(_rows(task, keys, preds, imgs))
-        processed += len(idx)
-        if idx[-1] == chunks[c][1] - 1:  # the chunk's last batch
-            for spec in need[c]:
-                cols = {k: [v for part in pending[spec.id] for v in part[k]] for k in pending[spec.id][0]}
-                write_table(chunk_file[spec.id](c), pa.table(cols, schema=prediction_schema(task, spec)))
-                pending[spec.id] = []
+            preds = predictors[w.spec.id].predict([img for _, img in mine])
+            seconds[w.spec.id] += time.perf_counter() - t
+            pending[w.spec.id].append(_rows(task, images.iloc[[i for i, _ in mine]], preds, [img for _, img in mine]))
+        processed += len(batch)
+        if batch[-1][0] == chunks[c][-1]:  # the chunk's last batch
+            for w in work:
+                if pending[w.spec.id]:
+                    parts = pending[w.spec.id]
+                    cols = {k: [v for part in parts for v in part[k]] for k in parts[0]}
+                    table = pa.table(cols, schema=P.schema(task, w.spec, w.fingerprint, settings.how(w.spec)))
+                    write_table(w.chunk_path(first[w.spec.id] + c), table)
+                    pending[w.spec.id] = []
             elapsed = time.perf_counter() - start
-            log.info("chunk %d/%d done: %d images in %.0fs (%.1f images/s); per model s/image: %s",
-                     c + 1, len(chunks), processed, elapsed, processed / elapsed,
-                     ", ".join(f"{sid} {seconds[sid] / processed:.3f}" for sid in seconds))
-    for spec in specs:
-        tables = [pq.read_table(chunk_file[spec.id](c)) for c in range(len(chunks))]
-        table = pa.concat_tables(tables) if tables else prediction_schema(task).empty_table()
-        write_table(outputs[spec.id], table.cast(prediction_schema(task, spec)))
-        shutil.rmtree(partial[spec.id], ignore_errors=True)
+            log.info("chunk %d/%d done: %d of %d images in %.0fs (%.1f images/s); per model s/image: %s",
+                     c + 1, len(chunks), processed, len(union), elapsed, processed / elapsed,
+                     ", ".join(f"{sid} {seconds[sid] / max(processed, 1):.3f}" for sid in seconds))
+
+
+def _finish(task: str, w: ModelWork, images: pd.DataFrame, settings: InferSettings) -> None:
+    """The model's file: one current row per shard image, in image order, written atomically."""
+    found = _reusable([w.output] + sorted(w.partial.glob("chunk-*.parquet")), w.fingerprint)
+    tables = [table for _, table in found]
+    where: dict[tuple, tuple[int, int]] = {}
+    for t, table in enumerate(tables):
+        for r, key in enumerate(P.keys_and_hashes(table)):
+            where.setdefault(key, (t, r))
+    wanted = list(zip(images.image_id, images.corruption, images.roi_level.astype(int), images.bg_level.astype(int),
+                      images.sha256, strict=True))
+    missing = [k for k in wanted if k not in where]
+    if missing:  # pragma: no cover - _predict wrote them
+        raise RuntimeError(f"model {w.spec.id}: no prediction for {len(missing)} images after predicting")
+    schema = P.schema(task, w.spec, w.fingerprint, settings.how(w.spec))
+    if found and found[0][0] == w.output and P.keys_and_hashes(tables[0]) == wanted:
+        shutil.rmtree(w.partial, ignore_errors=True)  # the finished file is already exactly current
+        return
+    rows: dict[int, list[int]] = {}
+    positions: dict[int, list[int]] = {}
+    for i, key in enumerate(wanted):
+        t, r = where[key]
+        rows.setdefault(t, []).append(r)
+        positions.setdefault(t, []).append(i)
+    pieces = [tables[t].take(pa.array(rows[t], pa.int64())).cast(schema) for t in sorted(rows)]
+    order = np.argsort(np.concatenate([positions[t] for t in sorted(rows)] or [np.zeros(0, np.int64)]),
+                       kind="stable")
+    table = pa.concat_tables(pieces).take(pa.array(order, pa.int64())) if pieces else schema.empty_table()
+    P.check(table, task, f"predictions of model {w.spec.id!r}")
+    write_table(w.output, table.replace_schema_metadata(schema.metadata))
+    shutil.rmtree(w.partial, ignore_errors=True)
