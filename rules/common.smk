@@ -2,10 +2,18 @@
 import json
 
 import miqd.config
+import miqd.preflight
 from miqd import layout
 from miqd.models.registry import groups, load_registry
 
 miqd.config.validate(config)
+
+
+# Stage 0, preflight: before any job runs (not in a dry run), every input the config names is
+# checked (sources, ground truth, annotations, registry architectures and weights, training
+# weights); all problems are reported at once and nothing starts. Its report is the log below.
+onstart:
+    miqd.preflight.run_for_workflow(config, layout.log_path(config["outdir"], "preflight", "preflight"))
 
 OUTDIR = config["outdir"]
 DATASETS = list(config["sources"])

@@ -27,6 +27,7 @@ from miqd.label.ap import (
     image_ap_boxes,
     image_ap_masks,
     mask_iou,
+    xyxy_to_xywh,
 )
 
 W, H = 640, 480  # box cases
@@ -52,20 +53,22 @@ def coco_ap(iou_type: str, gt: dict, dt: dict, h: int, w: int, iou_thrs=None, ma
         ann = {"id": i + 1, "image_id": 1, "category_id": int(gt["labels"][i]), "iscrowd": int(gt["crowd"][i])}
         if iou_type == "bbox":
             x1, y1, x2, y2 = (float(v) for v in gt["boxes"][i])
-            ann["bbox"] = [x1, y1, x2 - x1, y2 - y1]
-            ann["area"] = (x2 - x1) * (y2 - y1)
+            ann["bbox"] = [float(v) for v in gt["xywh"][i]] if "xywh" in gt else [x1, y1, x2 - x1, y2 - y1]
+            ann["area"] = ann["bbox"][2] * ann["bbox"][3]
         else:
             rle = {"size": [h, w], "counts": gt["counts"][i]}
             ann["segmentation"] = rle
             ann["area"] = float(mask_utils.area(rle))
+        if "area" in gt:  # an annotation's own `area` field, as COCO files give it
+            ann["area"] = float(gt["area"][i])
         gt_anns.append(ann)
     for i in range(len(dt["labels"])):  # what COCO.loadRes adds to each result
         ann = {"id": i + 1, "image_id": 1, "category_id": int(dt["labels"][i]), "score": float(dt["scores"][i]),
                "iscrowd": 0}
         if iou_type == "bbox":
             x1, y1, x2, y2 = (float(v) for v in dt["boxes"][i])
-            ann["bbox"] = [x1, y1, x2 - x1, y2 - y1]
-            ann["area"] = (x2 - x1) * (y2 - y1)
+            ann["bbox"] = [float(v) for v in dt["xywh"][i]] if "xywh" in dt else [x1, y1, x2 - x1, y2 - y1]
+            ann["area"] = ann["bbox"][2] * ann["bbox"][3]
         else:
             rle = {"size": [h, w], "counts": dt["counts"][i]}
             ann["segmentation"] = rle
@@ -224,7 +227,9 @@ def random_masks_case(rng: np.random.Generator) -> tuple[dict, dict]:
 
 
 def _ours_boxes(gt, dt, **kw) -> float:
-    return image_ap_boxes(dt["boxes"], dt["scores"], dt["labels"], gt["boxes"], gt["labels"], gt["crowd"], **kw)
+    """Our AP on the boxes COCOeval sees: xyxy turned into COCO's xywh once, as coco_ap does."""
+    return image_ap_boxes(xyxy_to_xywh(dt["boxes"]), dt["scores"], dt["labels"], xyxy_to_xywh(gt["boxes"]),
+                          gt["labels"], gt["crowd"], **kw)
 
 
 def _ours_masks(gt, dt, **kw) -> float:
@@ -324,6 +329,64 @@ def test_threshold_one_is_capped_as_in_cocoeval():
     assert ours == pytest.approx(1.0, abs=1e-12)
 
 
+def test_area_range_all_is_applied_as_in_cocoeval():
+    """COCO's "all" range is [0, 1e10]: a gt whose `area` field lies above it is ignored (here B, which
+    d3 then matches and is ignored with), and an unmatched detection larger than it (d1, 2e5 px a
+    side) is ignored, not a false positive. Only A counts, and d2 finds it: AP 1 (0.5 without)."""
+    gt = {"boxes": np.array([[0, 0, 10, 10], [20, 0, 30, 10]], float), "labels": np.array([1, 1]),
+          "crowd": np.array([False, False]), "area": np.array([100.0, 2e10])}
+    dt = {"boxes": np.array([[0, 0, 2e5, 2e5], [0, 0, 10, 10], [20, 0, 30, 10]], float),
+          "labels": np.array([1, 1, 1]), "scores": np.array([0.9, 0.8, 0.7])}
+    ref = coco_ap("bbox", gt, dt, H, W)
+    ours = _ours_boxes(gt, dt, gt_area=gt["area"])
+    assert ref == pytest.approx(1.0, abs=1e-12)
+    assert_ap_equal(ours, ref, "area range")
+    only_b = {k: v[1:] for k, v in gt.items()}  # every gt ignored: COCOeval says -1
+    assert np.isnan(coco_ap("bbox", only_b, dt, H, W)) and np.isnan(_ours_boxes(only_b, dt, gt_area=only_b["area"]))
+
+
+def test_literal_thresholds_are_cocos_linspace_values():
+    """A config's 0.9 is 0.9; COCO's 9th threshold is 0.8999999999999999. An IoU between the two
+    (a 1 x 0.8999999999999999 box inside a unit gt) matches in COCOeval, so it must match here."""
+    gt = {"boxes": np.array([[0.0, 0.0, 1.0, 1.0]]), "labels": np.array([1]), "crowd": np.array([False])}
+    dt = {"boxes": np.array([[0.0, 0.0, 1.0, 0.8999999999999999]]), "labels": np.array([1]),
+          "scores": np.array([0.5])}
+    iou = box_iou(xyxy_to_xywh(dt["boxes"]), xyxy_to_xywh(gt["boxes"]))[0, 0]
+    assert COCO_IOU_THRESHOLDS[8] <= iou < 0.9
+    literal = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]  # as YAML (and the schema) write them
+    ref = coco_ap("bbox", gt, dt, H, W)
+    assert ref == pytest.approx(0.9, abs=1e-12)
+    assert_ap_equal(_ours_boxes(gt, dt, iou_thresholds=literal), ref, "literal thresholds")
+
+
+def test_ground_truth_keeps_cocos_widths_to_the_last_bit(tmp_path):
+    """COCO stores [x, y, w, h]; turned into corners and back, w becomes (x + w) - x, an ulp off for
+    most 2-decimal boxes. Here the detection's IoU with the annotation is 0.49999999999999983 (no
+    match at 0.5: AP 0), with the round-tripped box exactly 0.5 (a match: AP 0.1)."""
+    import json
+
+    from miqd.label.scores import Objects, detection_scores
+    from miqd.label.stage import coco_ground_truth
+
+    bbox, det = [212.61, 310.11, 199.04, 190.04], [212.61, 310.11, 99.52, 190.04]
+    assert (bbox[0] + bbox[2]) - bbox[0] != bbox[2]
+    coco = {"images": [{"id": 7, "file_name": "x.jpg", "width": 640, "height": 640}],
+            "annotations": [{"id": 1, "image_id": 7, "category_id": 1, "iscrowd": 0, "bbox": bbox,
+                             "area": bbox[2] * bbox[3], "segmentation": []}],
+            "categories": [{"id": 1, "name": "a"}]}
+    (tmp_path / "gt.json").write_text(json.dumps(coco))
+    reference = coco_ground_truth(str(tmp_path / "gt.json"), ["000000000007"], with_masks=False)["000000000007"]
+    ours = detection_scores([Objects(boxes_xywh=np.array([det]), labels=np.array([1]), scores=np.array([0.9]))],
+                            reference, masks=False)[0]
+    corners = lambda b: [b[0], b[1], b[0] + b[2], b[1] + b[3]]  # noqa: E731
+    ref = coco_ap("bbox", {"boxes": np.array([corners(bbox)]), "xywh": [bbox], "labels": np.array([1]),
+                           "crowd": np.array([False])},
+                  {"boxes": np.array([corners(det)]), "xywh": [det], "labels": np.array([1]),
+                   "scores": np.array([0.9])}, 640, 640)
+    assert ref == 0.0
+    assert_ap_equal(ours, ref, "xywh kept")
+
+
 # ---------------------------------------------------------------------------------------------
 # hand-worked examples
 
@@ -390,9 +453,9 @@ def test_box_iou_equals_pycocotools():
     while len(gt["labels"]) < 4:
         gt, dt = random_boxes_case(rng)
     gt["crowd"][0] = True
-    xywh = lambda b: np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], 1)  # noqa: E731
-    ref = mask_utils.iou(xywh(dt["boxes"]), xywh(gt["boxes"]), gt["crowd"].astype(np.uint8))
-    np.testing.assert_array_equal(box_iou(dt["boxes"], gt["boxes"], gt["crowd"]), ref)
+    dt_xywh, gt_xywh = xyxy_to_xywh(dt["boxes"]), xyxy_to_xywh(gt["boxes"])
+    ref = mask_utils.iou(dt_xywh, gt_xywh, gt["crowd"].astype(np.uint8))
+    np.testing.assert_array_equal(box_iou(dt_xywh, gt_xywh, gt["crowd"]), ref)
     assert box_iou(np.zeros((0, 4)), gt["boxes"]).shape == (0, len(gt["boxes"]))
 
 
@@ -438,9 +501,10 @@ def test_batch_equals_one_image_at_a_time():
         gt, _ = random_boxes_case(rng)
     sets = [random_box_predictions(rng, gt, 4) for _ in range(40)]
     sets[3] = {"boxes": np.zeros((0, 4)), "labels": np.zeros(0, np.int64), "scores": np.zeros(0)}
-    ours = batch_ap_boxes(np.concatenate([s["boxes"] for s in sets]), np.concatenate([s["scores"] for s in sets]),
+    ours = batch_ap_boxes(xyxy_to_xywh(np.concatenate([s["boxes"] for s in sets])),
+                          np.concatenate([s["scores"] for s in sets]),
                           np.concatenate([s["labels"] for s in sets]), [len(s["labels"]) for s in sets],
-                          gt["boxes"], gt["labels"], gt["crowd"])
+                          xyxy_to_xywh(gt["boxes"]), gt["labels"], gt["crowd"])
     expected = [_ours_boxes(gt, s) for s in sets]
     np.testing.assert_array_equal(ours, expected)
     assert len({round(v, 6) for v in expected}) > 10  # the sets differ
@@ -474,7 +538,7 @@ def test_ap_from_ious_is_the_shared_core():
         ious, scores, crowd = [], [], []
         for c in np.unique(gt["labels"]):
             g, d = gt["labels"] == c, dt["labels"] == c
-            ious.append(box_iou(dt["boxes"][d], gt["boxes"][g], gt["crowd"][g]))
+            ious.append(box_iou(xyxy_to_xywh(dt["boxes"][d]), xyxy_to_xywh(gt["boxes"][g]), gt["crowd"][g]))
             scores.append(dt["scores"][d])
             crowd.append(gt["crowd"][g])
         np.testing.assert_equal(ap_from_ious(ious, scores, crowd), _ours_boxes(gt, dt), err_msg=f"case {case}")
@@ -495,7 +559,7 @@ def test_thresholds_are_cocos():
     [
         ({"dt_boxes": np.zeros((2, 3))}, r"dt_boxes: expected an \(N, 4\) array"),
         ({"dt_boxes": [[0, 0, 1, np.nan], [0, 0, 1, 1]]}, r"dt_boxes: box 0 .* has NaN or infinity"),
-        ({"gt_boxes": [[5, 0, 1, 1]]}, r"gt_boxes: box 0 .* x2 < x1 .* must be xyxy"),
+        ({"gt_boxes": [[5, 0, -1, 1]]}, r"gt_boxes: box 0 .* negative width or height; boxes must be COCO's xywh"),
         ({"dt_scores": [0.5]}, r"dt_scores: expected 2 scores"),
         ({"dt_scores": [0.5, np.inf]}, "dt_scores: scores contain NaN"),
         ({"dt_labels": [1.0, 2.0]}, "dt_labels: labels must be integer category ids"),

@@ -128,3 +128,23 @@ def test_a_rerun_clears_what_a_killed_run_left(tmp_path, small_image):
     names = sorted(p.name for p in folder.iterdir())
     assert len(names) == 25 and not any(n.startswith(".") for n in names)
     Image.open(folder / "a_fog_3.png").verify()
+
+
+def test_a_large_source_reports_progress_corruption_by_corruption(tmp_path, small_image, monkeypatch, caplog):
+    import logging
+
+    monkeypatch.setattr(engine, "LARGE_SOURCE", 1000)  # the 96x128 crop counts as large here
+    select_path, roi_path = write_sources(tmp_path, {"a": small_image},
+                                          {"a": box_mask(small_image.shape[:2], 10, 10, 60, 60)})
+    with caplog.at_level(logging.INFO, "miqd.distort"):
+        engine.run(select_path, roi_path, str(tmp_path / "m.parquet"), str(tmp_path / "l.parquet"), "imagenet",
+                   str(tmp_path / "out"), engine.DistortSettings(("contrast", "fog")))
+    assert "a: contrast done" in caplog.text and "a: fog done" in caplog.text
+
+
+def test_the_manifest_holds_the_hash_of_every_written_file(one_source):
+    import hashlib
+
+    m, out = one_source["manifest"], one_source["out"]
+    for row in m.sample(20, random_state=1).itertuples():
+        assert row.sha256 == hashlib.sha256((out / row.path).read_bytes()).hexdigest()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -192,6 +194,25 @@ def test_score_an_image_and_a_folder(trained, tmp_path, capsys):
     assert "composite score for task det" in capsys.readouterr().out
 
 
+def test_score_a_folder_scores_every_readable_image_and_lists_the_rest(trained, tmp_path, capsys):
+    model = files.train_outputs(trained["outdir"], "ra_miqa_cls_composite")["model"]
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    src = sorted((pd.read_parquet(f"{trained['outdir']}/label/cls/shard-000.parquet")["path"]))[:2]
+    shutil.copy(f"{trained['outdir']}/{src[0]}", folder / "a.png")
+    (folder / "b.png").write_bytes(b"not a png")
+    shutil.copy(f"{trained['outdir']}/{src[1]}", folder / "c.png")
+    (folder / "d.jpg").write_bytes(b"\xff\xd8 truncated")
+    assert cli.main(["score", str(folder), "--checkpoint", model, "--format", "csv"]) == 2
+    out, err = capsys.readouterr()
+    assert pd.read_csv(io.StringIO(out))["path"].str.rsplit("/", n=1).str[1].tolist() == ["a.png", "c.png"]
+    assert "2 of 4 images could not be read and were not scored" in err
+    assert f"{folder / 'b.png'}: image {folder / 'b.png'} cannot be decoded" in err and str(folder / "d.jpg") in err
+    assert cli.main(["score", str(folder), "--checkpoint", model, "--format", "csv", "--skip-errors"]) == 0
+    out, _ = capsys.readouterr()
+    assert len(pd.read_csv(io.StringIO(out))) == 2
+
+
 def test_score_errors(trained, tmp_path, capsys):
     model = files.train_outputs(trained["outdir"], "ra_miqa_cls_composite")["model"]
     bad = tmp_path / "broken.png"
@@ -235,6 +256,16 @@ def test_rules_train_evaluate_and_report(tmp_path, demo_images):
     polygons = str(REPO / "resources/demo/imagenet/roi_polygons.json")
     config["roi"] = {"imagenet": {"method": "coco_gt", "annotations": polygons},
                      "coco": {"method": "coco_gt", "annotations": config["sources"]["coco"]["annotations"]}}
+    # the sources the config names exist (the workflow's preflight checks them before any job)
+    import json as _json
+
+    src = out / "src"
+    src.mkdir(exist_ok=True)
+    n_gt = len(Path(config["sources"]["imagenet"]["ground_truth"]).read_text().splitlines())
+    for i in range(1, n_gt + 1):
+        (src / config["sources"]["imagenet"]["filename_template"].format(index=i)).write_bytes(b"")
+    for im in _json.loads(Path(config["sources"]["coco"]["annotations"]).read_text())["images"]:
+        (src / im["file_name"]).write_bytes(b"")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     (tmp_path / "Snakefile").write_text(
         f'include: "{REPO}/rules/common.smk"\ninclude: "{REPO}/rules/train.smk"\n\n\n'

@@ -114,7 +114,8 @@ def test_checkpoints_load_through_the_weights_code(tmp_path, region_weights):
     enc = RegionEncoder("vit_small_patch16_224", {"file": str(tmp_path / "sere.pth"), "key_map": "dino"}, size=64)
     assert torch.equal(enc.net.blocks[5].attn.qkv.weight, dino.blocks[5].attn.qkv.weight)
     assert enc(torch.zeros(2, 3, 64, 64, dtype=torch.uint8)).shape == (2, 384) and enc.dim == 384
-    with pytest.raises(InputError, match=r"region encoder.*weights file .*missing\.pth does not exist"):
+    with pytest.raises(InputError, match=r"train\.region_encoder\.weights: weights file .*missing\.pth does not exist; "
+                                         r"fix train\.region_encoder\.weights\.file"):
         RegionEncoder("tf_efficientnet_lite0", {"file": str(tmp_path / "missing.pth")})
     with pytest.raises(InputError, match=r"does not fit architecture 'resnet50'"):
         create_model("resnet50", {"file": str(tmp_path / "r18.pth")})

@@ -21,7 +21,11 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _stage_config(args) -> dict:
-    return cfgmod.load(args.config, whole_workflow=False)
+    from miqd.io import set_max_pixels
+
+    config = cfgmod.load(args.config, whole_workflow=False)
+    set_max_pixels(config["max_source_pixels"])
+    return config
 
 
 def cmd_demo_sources(args) -> None:
@@ -203,6 +207,13 @@ def cmd_check_config(args) -> None:
     print(f"{args.configfile}: valid")
 
 
+def cmd_preflight(args) -> None:
+    from miqd import preflight
+
+    preflight.run(cfgmod.load(args.config))
+    print("preflight passed: every input the config names is present")
+
+
 def cmd_train(args) -> None:
     import os
 
@@ -268,8 +279,8 @@ def cmd_score(args) -> None:
         checkpoint = files.train_outputs(config["outdir"], files.run_name(runs[0]))["model"]
     from miqd.devices import resolve_device
 
-    score.run(args.path, checkpoint, args.format, args.out, args.annotate, args.recursive, resolve_device(args.device, "--device"),
-              args.batch_size)
+    score.run(args.path, checkpoint, args.format, args.out, args.annotate, args.recursive,
+              resolve_device(args.device, "--device"), args.batch_size, args.skip_errors)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -447,11 +458,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recursive", action="store_true", help="look for images in subfolders too")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--skip-errors", action="store_true",
+                   help="exit 0 even if some images cannot be read (they are listed either way)")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("check-config", help="validate a config file against the schema")
     p.add_argument("configfile")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("preflight", help="check every input a config names (sources, ground truth, registry, "
+                       "weights) before running anything")
+    p.add_argument("--config", required=True, help="a config file, or its JSON")
+    p.set_defaults(func=cmd_preflight)
     return parser
 
 

@@ -100,6 +100,12 @@ def validate(config: dict, whole_workflow: bool = True) -> dict:
 
 
 def _check_semantics(config: dict, whole_workflow: bool) -> None:
+    if whole_workflow and not config["sources"]:
+        raise ConfigError(
+            "invalid config: key sources: no source dataset is configured. A --configfile replaces the "
+            "default config rather than adding to it, so an override file on its own has none: give the "
+            "base config first, e.g. --configfile config/config.yaml my-overrides.yaml"
+        )
     known = available_corruptions()
     for i, name in enumerate(config["distort"]["corruptions"]):
         if name not in known:
@@ -236,16 +242,16 @@ def _without_how_it_runs(value):
     return value
 
 _STAGE_KEYS = {
-    "select": ("outdir", "seed", "sources", "select"),
-    "roi": ("outdir", "seed", "roi"),
-    "distort": ("outdir", "seed", "distort"),
-    "infer": ("outdir", "infer"),
+    "select": ("outdir", "max_source_pixels", "seed", "sources", "select"),
+    "roi": ("outdir", "max_source_pixels", "seed", "roi"),
+    "distort": ("outdir", "max_source_pixels", "seed", "distort"),
+    "infer": ("outdir", "max_source_pixels", "infer"),
     "label": ("outdir", "label"),
     "validate": ("seed", "label", "validate"),
     "split": ("seed", "split"),
     "report": ("outdir", "sources"),
-    "train": ("outdir", "seed", "sources", "label", "train"),
-    "evaluate": ("outdir", "seed", "sources", "label", "train", "evaluate"),
+    "train": ("outdir", "max_source_pixels", "seed", "sources", "label", "train"),
+    "evaluate": ("outdir", "max_source_pixels", "seed", "sources", "label", "train", "evaluate"),
 }
 
 

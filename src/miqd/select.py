@@ -23,7 +23,8 @@ class; for COCO the shard's candidates):
 Ranking is by combined score, descending; ties go to the smaller image id; a missing score (NaN,
 logged) ranks last. A class with fewer than `k` candidates is an error.
 
-The table has one row per candidate of the shard: size, PIL mode of the file, labels, every
+The table has one row per candidate of the shard: size, PIL mode of the file and what decoding
+it to 8-bit RGB converts (grey, palette, alpha, 16-bit, float: `miqd.io.decode_image`), labels, every
 metric's raw score (`score_<metric>`), the combined `score`, the `rank` in its group and
 `selected`.
 """
@@ -43,7 +44,7 @@ from scipy.stats import rankdata
 
 from miqd import iqa, sources
 from miqd.devices import resolve_device
-from miqd.io import InputError, image_size, open_image, read_image, write_table
+from miqd.io import InputError, conversion, image_size, open_image, read_image, write_table
 
 log = logging.getLogger("miqd.select")
 
@@ -54,6 +55,7 @@ SELECT_SCHEMA = pa.schema(
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("mode", pa.string()),  # PIL mode of the file: "L" = grayscale, converted to RGB
+        ("conversion", pa.string()),  # what decoding to 8-bit RGB does to it (null: nothing)
         ("class_index", pa.int32()),
         ("class_name", pa.string()),
         ("categories", pa.list_(pa.int32())),
@@ -246,6 +248,7 @@ def run(config: dict, dataset: str, shard: int, out_path: str) -> pd.DataFrame:
             "width": [w for w, _, _ in headers],
             "height": [h for _, h, _ in headers],
             "mode": [m for _, _, m in headers],
+            "conversion": [conversion(p) for p in members["path"]],
             "class_index": members.get("class_index", pd.Series([None] * n)),
             "class_name": members.get("class_name", pd.Series([None] * n)),
             "categories": members.get("categories", pd.Series([None] * n)),
@@ -253,10 +256,9 @@ def run(config: dict, dataset: str, shard: int, out_path: str) -> pd.DataFrame:
             "rank": [None] * n,
         }
     )
-    gray = table["mode"].isin(["L", "LA", "1", "I", "I;16", "F"])
-    if gray.any():
-        log.info("%d grayscale source(s) converted to RGB, e.g. %s", int(gray.sum()),
-                 table.loc[gray, "path"].iloc[0])
+    converted = table["conversion"].notna()
+    for note, group in table[converted].groupby("conversion"):
+        log.info("%d source(s) decoded with a conversion, %s: e.g. %s", len(group), note, group["path"].iloc[0])
     if cfg["method"] == "top_k":
         _check_class_sizes(members, cfg)  # before hours of scoring, not after
     rank = None

@@ -19,8 +19,15 @@ model's own thresholded predictions on the clean image (consistency). The number
 * When no category has a non-crowd gt, COCOeval reports -1; these functions return NaN and leave
   the policy to the caller.
 
-IoUs are pycocotools' too. Boxes go to xywh (w = x2 - x1) as COCO results store them, then
-bbIou's formula; for a crowd gt the IoU is the intersection over the detection's area. Masks are
+* COCO's area range "all", [0, 1e10]: a gt whose area (COCO's annotation `area`) lies outside it
+  is ignored like a crowd gt (but matched only once); an unmatched detection whose area lies
+  outside it is ignored, not a false positive.
+* IoU thresholds within 1e-12 of COCO's (np.linspace(0.5, 0.95, 10)) are COCO's exact values, so a
+  config's literal 0.9 is COCO's 0.8999999999999999.
+
+IoUs are pycocotools' too, on boxes in COCO's own xywh (ground truth as its annotations store
+it; detections as COCO results from xyxy store them, w = x2 - x1), bbIou's formula; for a crowd gt
+the IoU is the intersection over the detection's area. Masks are
 decoded from their compressed strings as rleFrString does and intersected run by run as rleIou
 does (`mask_iou` equals `pycocotools.mask.iou` exactly), compiled, because pycocotools' per-call
 overhead would otherwise be most of the ins label's cost.
@@ -47,6 +54,7 @@ from miqd.io import InputError
 # Built exactly as pycocotools' Params.setDetParams builds iouThrs and recThrs.
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 COCO_RECALL_THRESHOLDS = np.linspace(0.0, 1.00, 101)
+AREA_ALL = (0.0, 1e5**2)  # Params.areaRng "all"
 
 # ---------------------------------------------------------------------------------------------
 # compiled core
@@ -96,29 +104,33 @@ def _first_of_class(labels, i):
 
 
 @numba.njit(cache=True, nogil=True)
-def _class_ap_sorted(ious, crowd, thresholds, rec_thrs):
-    """AP of one category (mean over thresholds and recall points); NaN without a non-crowd gt.
+def _class_ap_sorted(ious, crowd, ignore, dt_out, thresholds, rec_thrs):
+    """AP of one category (mean over thresholds and recall points); NaN without a non-ignored gt.
 
-    ious: (D, G), rows in descending-score order already cut to max_dets; crowd: (G,) flags.
+    ious: (D, G), rows in descending-score order already cut to max_dets; crowd: (G,) COCO's
+    iscrowd (a crowd gt can be matched again); ignore: (G,) crowd or area outside the range;
+    dt_out: (D,) detection area outside the range (ignored when unmatched).
     """
     n_dt, n_gt = ious.shape
-    # gts ordered non-crowd first, stable (COCOeval's argsort of the ignore flags)
+    # gts ordered non-ignored first, stable (COCOeval's argsort of the ignore flags)
     gorder = np.empty(n_gt, np.int64)
     npig = 0
     for g in range(n_gt):
-        if not crowd[g]:
+        if not ignore[g]:
             gorder[npig] = g
             npig += 1
     if npig == 0:
         return np.nan
     k = npig
     for g in range(n_gt):
-        if crowd[g]:
+        if ignore[g]:
             gorder[k] = g
             k += 1
     ig = np.empty(n_gt, np.bool_)
+    cr = np.empty(n_gt, np.bool_)
     for gi in range(n_gt):
-        ig[gi] = crowd[gorder[gi]]
+        ig[gi] = ignore[gorder[gi]]
+        cr[gi] = crowd[gorder[gi]]
 
     taken = np.empty(n_gt, np.bool_)
     pr = np.empty(n_dt, np.float64)
@@ -135,7 +147,7 @@ def _class_ap_sorted(ious, crowd, thresholds, rec_thrs):
             best = thr
             m = -1
             for gi in range(n_gt):
-                if taken[gi] and not ig[gi]:
+                if taken[gi] and not cr[gi]:
                     continue
                 if m > -1 and not ig[m] and ig[gi]:
                     break
@@ -145,7 +157,8 @@ def _class_ap_sorted(ious, crowd, thresholds, rec_thrs):
                 best = v
                 m = gi
             if m == -1:
-                fp += 1.0
+                if not dt_out[d]:
+                    fp += 1.0
             else:
                 taken[m] = True
                 if not ig[m]:
@@ -169,23 +182,30 @@ def _class_ap_sorted(ious, crowd, thresholds, rec_thrs):
 
 
 @numba.njit(cache=True, nogil=True)
+def _outside(area, lo, hi):
+    out = np.empty(area.size, np.bool_)
+    for i in range(area.size):
+        out[i] = area[i] < lo or area[i] > hi
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
 def _class_ap(ious, scores, crowd, thresholds, rec_thrs, max_dets):
     order = _top_order(scores, max_dets)
-    return _class_ap_sorted(np.ascontiguousarray(ious[order]), crowd, thresholds, rec_thrs)
+    return _class_ap_sorted(np.ascontiguousarray(ious[order]), crowd, crowd, np.zeros(order.size, np.bool_),
+                            thresholds, rec_thrs)
 
 
 @numba.njit(cache=True, nogil=True)
 def _box_iou(dt, gt, crowd):
-    """pycocotools' bbIou on xyxy input (converted to xywh first, as COCO results store boxes)."""
+    """pycocotools' bbIou on xywh boxes."""
     n, m = dt.shape[0], gt.shape[0]
     out = np.zeros((n, m), np.float64)
     for g in range(m):
-        gx, gy = gt[g, 0], gt[g, 1]
-        gw, gh = gt[g, 2] - gx, gt[g, 3] - gy
+        gx, gy, gw, gh = gt[g, 0], gt[g, 1], gt[g, 2], gt[g, 3]
         ga = gw * gh
         for d in range(n):
-            dx, dy = dt[d, 0], dt[d, 1]
-            dw, dh = dt[d, 2] - dx, dt[d, 3] - dy
+            dx, dy, dw, dh = dt[d, 0], dt[d, 1], dt[d, 2], dt[d, 3]
             w = min(dw + dx, gw + gx) - max(dx, gx)
             if w <= 0:
                 continue
@@ -200,7 +220,8 @@ def _box_iou(dt, gt, crowd):
 
 
 @numba.njit(cache=True, nogil=True)
-def _boxes_ap(dt_boxes, dt_scores, dt_labels, gt_boxes, gt_labels, gt_crowd, thresholds, rec_thrs, max_dets):
+def _boxes_ap(dt_boxes, dt_scores, dt_labels, gt_boxes, gt_labels, gt_crowd, gt_ignore, thresholds, rec_thrs,
+              max_dets):
     total = 0.0
     n = 0
     for first in range(gt_labels.size):
@@ -211,7 +232,8 @@ def _boxes_ap(dt_boxes, dt_scores, dt_labels, gt_boxes, gt_labels, gt_crowd, thr
         dsel = np.flatnonzero(dt_labels == c)
         dsel = dsel[_top_order(dt_scores[dsel], max_dets)]
         ious = _box_iou(dt_boxes[dsel], gt_boxes[gsel], gt_crowd[gsel])
-        ap = _class_ap_sorted(ious, gt_crowd[gsel], thresholds, rec_thrs)
+        dt_out = _outside(dt_boxes[dsel, 2] * dt_boxes[dsel, 3], AREA_ALL[0], AREA_ALL[1])
+        ap = _class_ap_sorted(ious, gt_crowd[gsel], gt_ignore[gsel], dt_out, thresholds, rec_thrs)
         if not np.isnan(ap):
             total += ap
             n += 1
@@ -219,13 +241,13 @@ def _boxes_ap(dt_boxes, dt_scores, dt_labels, gt_boxes, gt_labels, gt_crowd, thr
 
 
 @numba.njit(cache=True, nogil=True)
-def _batch_boxes_ap(dt_boxes, dt_scores, dt_labels, offsets, gt_boxes, gt_labels, gt_crowd, thresholds,
+def _batch_boxes_ap(dt_boxes, dt_scores, dt_labels, offsets, gt_boxes, gt_labels, gt_crowd, gt_ignore, thresholds,
                     rec_thrs, max_dets):
     out = np.empty(offsets.size - 1, np.float64)
     for b in range(out.size):
         lo, hi = offsets[b], offsets[b + 1]
         out[b] = _boxes_ap(dt_boxes[lo:hi], dt_scores[lo:hi], dt_labels[lo:hi], gt_boxes, gt_labels, gt_crowd,
-                           thresholds, rec_thrs, max_dets)
+                           gt_ignore, thresholds, rec_thrs, max_dets)
     return out
 
 
@@ -329,7 +351,7 @@ def _rle_iou(dsel, gsel, d_starts, d_ends, d_off, d_area, g_starts, g_ends, g_of
 
 @numba.njit(cache=True, nogil=True)
 def _masks_ap(d_starts, d_ends, d_off, d_area, dt_scores, dt_labels, g_starts, g_ends, g_off, g_area, gt_labels,
-              gt_crowd, thresholds, rec_thrs, max_dets):
+              gt_crowd, gt_ignore, thresholds, rec_thrs, max_dets):
     total = 0.0
     n = 0
     for first in range(gt_labels.size):
@@ -340,7 +362,8 @@ def _masks_ap(d_starts, d_ends, d_off, d_area, dt_scores, dt_labels, g_starts, g
         dsel = np.flatnonzero(dt_labels == c)
         dsel = dsel[_top_order(dt_scores[dsel], max_dets)]
         ious = _rle_iou(dsel, gsel, d_starts, d_ends, d_off, d_area, g_starts, g_ends, g_off, g_area, gt_crowd)
-        ap = _class_ap_sorted(ious, gt_crowd[gsel], thresholds, rec_thrs)
+        dt_out = _outside(d_area[dsel].astype(np.float64), AREA_ALL[0], AREA_ALL[1])
+        ap = _class_ap_sorted(ious, gt_crowd[gsel], gt_ignore[gsel], dt_out, thresholds, rec_thrs)
         if not np.isnan(ap):
             total += ap
             n += 1
@@ -349,7 +372,7 @@ def _masks_ap(d_starts, d_ends, d_off, d_area, dt_scores, dt_labels, g_starts, g
 
 @numba.njit(cache=True, nogil=True)
 def _batch_masks_ap(buf, str_offsets, set_offsets, height, width, dt_scores, dt_labels,
-                    g_starts, g_ends, g_off, g_area, gt_labels, gt_crowd, thresholds, rec_thrs, max_dets):
+                    g_starts, g_ends, g_off, g_area, gt_labels, gt_crowd, gt_ignore, thresholds, rec_thrs, max_dets):
     """Each set's masks are decoded just before they are scored, so they are still in cache.
     Returns (APs, bad mask, reason) as `_parse_rles` reports problems."""
     out = np.full(set_offsets.size - 1, np.nan)
@@ -359,7 +382,7 @@ def _batch_masks_ap(buf, str_offsets, set_offsets, height, width, dt_scores, dt_
         if reason:
             return out, lo + bad, reason
         out[b] = _masks_ap(d_starts, d_ends, d_off, d_area, dt_scores[lo:hi], dt_labels[lo:hi], g_starts, g_ends,
-                           g_off, g_area, gt_labels, gt_crowd, thresholds, rec_thrs, max_dets)
+                           g_off, g_area, gt_labels, gt_crowd, gt_ignore, thresholds, rec_thrs, max_dets)
     return out, -1, 0
 
 
@@ -369,12 +392,12 @@ def _batch_masks_ap(buf, str_offsets, set_offsets, height, width, dt_scores, dt_
 
 @numba.njit(cache=True, nogil=True)
 def _first_bad_box(boxes):
-    """(index, 1) for the first box with a non-finite value, (index, 2) for x2 < x1 or y2 < y1."""
+    """(index, 1) for the first box with a non-finite value, (index, 2) for a negative w or h."""
     for i in range(boxes.shape[0]):
         for j in range(4):
             if not np.isfinite(boxes[i, j]):
                 return i, 1
-        if boxes[i, 2] < boxes[i, 0] or boxes[i, 3] < boxes[i, 1]:
+        if boxes[i, 2] < 0 or boxes[i, 3] < 0:
             return i, 2
     return -1, 0
 
@@ -384,14 +407,31 @@ def _boxes(boxes, what: str) -> np.ndarray:
     if a.size == 0:
         return np.zeros((0, 4), np.float64)
     if a.ndim != 2 or a.shape[1] != 4:
-        raise InputError(f"{what}: expected an (N, 4) array of xyxy boxes, got shape {a.shape}")
+        raise InputError(f"{what}: expected an (N, 4) array of xywh boxes, got shape {a.shape}")
     a = np.ascontiguousarray(a)
     bad, problem = _first_bad_box(a)
     if problem == 1:
         raise InputError(f"{what}: box {bad} {a[bad].tolist()} has NaN or infinity; drop or fix those predictions")
     if problem == 2:
-        raise InputError(f"{what}: box {bad} {a[bad].tolist()} has x2 < x1 or y2 < y1; boxes must be xyxy")
+        raise InputError(f"{what}: box {bad} {a[bad].tolist()} has a negative width or height; boxes must be "
+                         f"COCO's xywh")
     return a
+
+
+def xyxy_to_xywh(boxes) -> np.ndarray:
+    """Corner boxes as COCO results store them: (x1, y1, x2 - x1, y2 - y1), in float64."""
+    a = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate([a[:, :2], a[:, 2:] - a[:, :2]], axis=1)
+
+
+def _ignore(crowd: np.ndarray, area) -> np.ndarray:
+    """COCO's gt ignore flags: crowd, or an area outside the range "all"."""
+    if area is None:
+        return crowd
+    a = np.asarray(area, dtype=np.float64).reshape(-1)
+    if a.shape != crowd.shape:
+        raise InputError(f"gt_area: expected {crowd.size} areas (one per ground-truth object), got shape {a.shape}")
+    return np.ascontiguousarray(crowd | (a < AREA_ALL[0]) | (a > AREA_ALL[1]))
 
 
 def _vector(values, n: int, what: str, dtype, name: str) -> np.ndarray:
@@ -420,10 +460,13 @@ def _crowd(gt_crowd, n: int) -> np.ndarray:
 def _thresholds(iou_thresholds) -> np.ndarray:
     if iou_thresholds is COCO_IOU_THRESHOLDS:
         return iou_thresholds
-    t = np.ascontiguousarray(iou_thresholds, dtype=np.float64).reshape(-1)
+    t = np.array(iou_thresholds, dtype=np.float64).reshape(-1)
     if t.size == 0 or not np.isfinite(t).all() or (t < 0).any() or (t > 1).any():
         raise InputError(f"iou_thresholds: need one or more values in [0, 1], got {t.tolist()}")
-    return t
+    near = np.abs(t[:, None] - COCO_IOU_THRESHOLDS[None, :]) < 1e-12  # a literal 0.9 is COCO's 0.8999999999999999
+    hit = near.any(axis=1)
+    t[hit] = COCO_IOU_THRESHOLDS[near.argmax(axis=1)[hit]]
+    return np.ascontiguousarray(t)
 
 
 def _set_offsets(set_sizes, n: int) -> np.ndarray:
@@ -499,10 +542,10 @@ def _masks(counts: Sequence[str | bytes], size, what: str) -> tuple:
 # public API
 
 
-def box_iou(dt_xyxy, gt_xyxy, gt_crowd=None) -> np.ndarray:
+def box_iou(dt_xywh, gt_xywh, gt_crowd=None) -> np.ndarray:
     """(N, M) IoU of detections against ground-truth boxes, COCO semantics (crowd: inter / area(dt))."""
-    dt = _boxes(dt_xyxy, "dt_xyxy")
-    gt = _boxes(gt_xyxy, "gt_xyxy")
+    dt = _boxes(dt_xywh, "dt_xywh")
+    gt = _boxes(gt_xywh, "gt_xywh")
     return _box_iou(dt, gt, _crowd(gt_crowd, len(gt)))
 
 
@@ -545,19 +588,16 @@ def ap_from_ious(ious: Sequence[np.ndarray], dt_scores: Sequence[np.ndarray], gt
     return total / n if n else float("nan")
 
 
-def image_ap_boxes(dt_boxes, dt_scores, dt_labels, gt_boxes, gt_labels, gt_crowd=None, *,
+def image_ap_boxes(dt_boxes, dt_scores, dt_labels, gt_boxes, gt_labels, gt_crowd=None, *, gt_area=None,
                    iou_thresholds=COCO_IOU_THRESHOLDS, max_dets: int = 100) -> float:
-    """COCO box AP of one image's detections (xyxy boxes, scores, category ids) against a reference."""
-    dt = _boxes(dt_boxes, "dt_boxes")
-    gt = _boxes(gt_boxes, "gt_boxes")
-    return float(_boxes_ap(dt, _vector(dt_scores, len(dt), "dt_scores", np.float64, "scores"),
-                           _vector(dt_labels, len(dt), "dt_labels", np.int64, "labels"),
-                           gt, _vector(gt_labels, len(gt), "gt_labels", np.int64, "labels"),
-                           _crowd(gt_crowd, len(gt)), _thresholds(iou_thresholds), COCO_RECALL_THRESHOLDS,
-                           _max_dets(max_dets)))
+    """COCO box AP of one image's detections (xywh boxes, scores, category ids) against a reference.
+
+    `gt_area`: the reference's COCO `area` fields (default: w * h), which the area range applies to."""
+    return float(batch_ap_boxes(dt_boxes, dt_scores, dt_labels, [len(dt_labels)], gt_boxes, gt_labels, gt_crowd,
+                                gt_area=gt_area, iou_thresholds=iou_thresholds, max_dets=max_dets)[0])
 
 
-def batch_ap_boxes(dt_boxes, dt_scores, dt_labels, set_sizes, gt_boxes, gt_labels, gt_crowd=None, *,
+def batch_ap_boxes(dt_boxes, dt_scores, dt_labels, set_sizes, gt_boxes, gt_labels, gt_crowd=None, *, gt_area=None,
                    iou_thresholds=COCO_IOU_THRESHOLDS, max_dets: int = 100) -> np.ndarray:
     """`image_ap_boxes` of many prediction sets against one reference, in one compiled call.
 
@@ -567,24 +607,28 @@ def batch_ap_boxes(dt_boxes, dt_scores, dt_labels, set_sizes, gt_boxes, gt_label
     dt = _boxes(dt_boxes, "dt_boxes")
     offsets = _set_offsets(set_sizes, len(dt))
     gt = _boxes(gt_boxes, "gt_boxes")
+    crowd = _crowd(gt_crowd, len(gt))
+    area = gt[:, 2] * gt[:, 3] if gt_area is None else gt_area
     return _batch_boxes_ap(dt, _vector(dt_scores, len(dt), "dt_scores", np.float64, "scores"),
                            _vector(dt_labels, len(dt), "dt_labels", np.int64, "labels"), offsets,
                            gt, _vector(gt_labels, len(gt), "gt_labels", np.int64, "labels"),
-                           _crowd(gt_crowd, len(gt)), _thresholds(iou_thresholds), COCO_RECALL_THRESHOLDS,
+                           crowd, _ignore(crowd, area), _thresholds(iou_thresholds), COCO_RECALL_THRESHOLDS,
                            _max_dets(max_dets))
 
 
 def image_ap_masks(dt_counts: Sequence[str | bytes], dt_scores, dt_labels, gt_counts: Sequence[str | bytes],
-                   gt_labels, gt_crowd=None, *, size: tuple[int, int], iou_thresholds=COCO_IOU_THRESHOLDS,
-                   max_dets: int = 100) -> float:
-    """COCO mask AP of one image's detections (RLE counts, scores, category ids) against a reference."""
+                   gt_labels, gt_crowd=None, *, size: tuple[int, int], gt_area=None,
+                   iou_thresholds=COCO_IOU_THRESHOLDS, max_dets: int = 100) -> float:
+    """COCO mask AP of one image's detections (RLE counts, scores, category ids) against a reference.
+
+    `gt_area`: the reference's COCO `area` fields (default: the masks' pixel counts)."""
     return float(batch_ap_masks(dt_counts, dt_scores, dt_labels, [len(dt_counts)], gt_counts, gt_labels, gt_crowd,
-                                size=size, iou_thresholds=iou_thresholds, max_dets=max_dets)[0])
+                                size=size, gt_area=gt_area, iou_thresholds=iou_thresholds, max_dets=max_dets)[0])
 
 
 def batch_ap_masks(dt_counts: Sequence[str | bytes], dt_scores, dt_labels, set_sizes, gt_counts: Sequence[str | bytes],
-                   gt_labels, gt_crowd=None, *, size: tuple[int, int], iou_thresholds=COCO_IOU_THRESHOLDS,
-                   max_dets: int = 100) -> np.ndarray:
+                   gt_labels, gt_crowd=None, *, size: tuple[int, int], gt_area=None,
+                   iou_thresholds=COCO_IOU_THRESHOLDS, max_dets: int = 100) -> np.ndarray:
     """`image_ap_masks` of many prediction sets against one reference (parsed once), in one call.
 
     The sets are concatenated as in `batch_ap_boxes`; every mask has the same `size`.
@@ -595,10 +639,12 @@ def batch_ap_masks(dt_counts: Sequence[str | bytes], dt_scores, dt_labels, set_s
     set_offsets = _set_offsets(set_sizes, n)
     gt = _masks(gt_counts, size, "gt_counts")
     m = len(gt[3])
+    crowd = _crowd(gt_crowd, m)
     out, bad, reason = _batch_masks_ap(buf, str_offsets, set_offsets, h, w,
                                        _vector(dt_scores, n, "dt_scores", np.float64, "scores"),
                                        _vector(dt_labels, n, "dt_labels", np.int64, "labels"), *gt,
-                                       _vector(gt_labels, m, "gt_labels", np.int64, "labels"), _crowd(gt_crowd, m),
+                                       _vector(gt_labels, m, "gt_labels", np.int64, "labels"), crowd,
+                                       _ignore(crowd, gt[3] if gt_area is None else gt_area),
                                        _thresholds(iou_thresholds), COCO_RECALL_THRESHOLDS, _max_dets(max_dets))
     if reason:
         raise _rle_problem("dt_counts", bad, reason, h, w)

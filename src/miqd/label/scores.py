@@ -34,16 +34,19 @@ def cls_accuracy(top1: np.ndarray, gt: np.ndarray) -> np.ndarray:
 class Objects:
     """The objects of one image: predictions (with scores) or a reference (with crowd flags).
 
-    boxes_xyxy in original-image pixels, labels COCO category ids, masks_rle COCO compressed RLE
-    counts at `size` = (height, width) (ins only).
+    boxes_xywh: COCO's (x, y, width, height) in original-image pixels (predictions stored as xyxy
+    are converted as COCO results from them are, w = x2 - x1); labels: COCO category ids;
+    masks_rle: COCO compressed RLE counts at `size` = (height, width) (ins only); areas: a
+    reference's COCO `area` fields, which the area range applies to (None: from boxes or masks).
     """
 
-    boxes_xyxy: np.ndarray
+    boxes_xywh: np.ndarray
     labels: np.ndarray
     scores: np.ndarray | None = None
     crowd: np.ndarray | None = None
     masks_rle: list | None = None
     size: tuple[int, int] | None = None
+    areas: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -53,7 +56,7 @@ def clean_reference(prediction: Objects, reference_score: float) -> Objects:
     """The consistency reference: a model's clean-image predictions with score >= reference_score."""
     keep = np.flatnonzero(np.asarray(prediction.scores) >= reference_score)
     return Objects(
-        boxes_xyxy=np.asarray(prediction.boxes_xyxy, np.float64).reshape(-1, 4)[keep],
+        boxes_xywh=np.asarray(prediction.boxes_xywh, np.float64).reshape(-1, 4)[keep],
         labels=np.asarray(prediction.labels)[keep],
         crowd=np.zeros(keep.size, bool),
         masks_rle=None if prediction.masks_rle is None else [prediction.masks_rle[i] for i in keep],
@@ -91,10 +94,10 @@ def detection_scores(predictions: list[Objects], reference: Objects, *, masks: b
         arrays = [np.asarray(getattr(p, field)).reshape(shape) for p in predictions]
         return np.concatenate(arrays) if arrays else np.zeros((0,) + shape[1:])
 
-    kw = dict(iou_thresholds=iou_thresholds, max_dets=max_dets)
+    kw = dict(iou_thresholds=iou_thresholds, max_dets=max_dets, gt_area=reference.areas)
     if masks:
         counts = [c for p in predictions for c in p.masks_rle]
         return ap.batch_ap_masks(counts, flat("scores", (-1,)), flat("labels", (-1,)), sizes,
                                  reference.masks_rle, reference.labels, crowd, size=reference.size, **kw)
-    return ap.batch_ap_boxes(flat("boxes_xyxy", (-1, 4)), flat("scores", (-1,)), flat("labels", (-1,)), sizes,
-                             reference.boxes_xyxy, reference.labels, crowd, **kw)
+    return ap.batch_ap_boxes(flat("boxes_xywh", (-1, 4)), flat("scores", (-1,)), flat("labels", (-1,)), sizes,
+                             reference.boxes_xywh, reference.labels, crowd, **kw)

@@ -31,14 +31,17 @@ def seed_for(spec: ModelSpec) -> int:
     return stream_key(0, "random-weights", spec.id) % (2**63)
 
 
-def checkpoint_path(spec: ModelSpec) -> Path | None:
-    """The local checkpoint file of `spec` (None for random weights); an error if it is missing."""
+def checkpoint_path(spec: ModelSpec, key: str | None = None) -> Path | None:
+    """The local checkpoint file of `spec` (None for random weights); an error if it is missing.
+
+    `key` is the config key that names these weights (training); by default the registry's."""
     w = spec.weights
     if w == "random":
         return None
     if "file" in w:
         path = Path(w["file"])
-        hint = "fix weights.file in the registry or copy the checkpoint there"
+        hint = (f"fix {key}.file or copy the checkpoint there" if key else
+                "fix weights.file in the registry or copy the checkpoint there")
     elif "package" in w:
         from miqd.sources import package_resource
 
@@ -54,7 +57,7 @@ def checkpoint_path(spec: ModelSpec) -> Path | None:
     else:
         raise InputError(f"model {spec.id!r}: weights need one of file, package, hub, url or `random`")
     if not path.is_file():
-        raise InputError(f"model {spec.id!r}: weights file {path} does not exist; {hint}")
+        raise InputError(f"{key or f'model {spec.id!r}'}: weights file {path} does not exist; {hint}")
     return path
 
 

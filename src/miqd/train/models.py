@@ -60,7 +60,7 @@ def model_def(name: str) -> ModelDef:
 # weights
 
 
-def _spec(what: str, arch: str, weights) -> ModelSpec:
+def training_spec(what: str, arch: str, weights) -> ModelSpec:
     """A registry-style spec so that miqd.models.weights loads (and reports on) the checkpoint."""
     return ModelSpec(id=what, task="cls", backend="timm", arch=arch, weights=weights, benchmark=0.0, group="train")
 
@@ -98,7 +98,8 @@ def _adapt(model: nn.Module, sd: dict) -> dict:
     return out
 
 
-def _timm(arch: str, what: str, weights, seed: int, new_head: bool = False, **kwargs) -> nn.Module:
+def _timm(arch: str, what: str, weights, seed: int, new_head: bool = False, key: str | None = None,
+          **kwargs) -> nn.Module:
     """A timm model: seeded random init, then (unless `random`) a local checkpoint loaded through
     miqd.models.weights, so a missing or mismatched file is an error naming `what` and the file.
 
@@ -111,8 +112,8 @@ def _timm(arch: str, what: str, weights, seed: int, new_head: bool = False, **kw
     torch.manual_seed(stream_key(seed, "train-init", what, arch) % (2**63))
     model = timm.create_model(arch, pretrained=False, **kwargs)
     if weights != "random":
-        spec = _spec(what, arch, weights)
-        path = checkpoint_path(spec)
+        spec = training_spec(what, arch, weights)
+        path = checkpoint_path(spec, key)
         head = model.pretrained_cfg.get("classifier") or ()
         new_keys = tuple(f"{h}." for h in ((head,) if isinstance(head, str) else head)) if new_head else ()
         load_into(model, spec, _adapt(model, load_state_dict(spec, path)), path, new_keys=new_keys)
@@ -153,7 +154,8 @@ class RegionEncoder(nn.Module):
         super().__init__()
         self.arch = arch
         self.weights = weights
-        self.net = _timm(arch, "region encoder", weights, seed, num_classes=0, **_size_kwargs(arch, size))
+        self.net = _timm(arch, "region encoder", weights, seed, num_classes=0, key="train.region_encoder.weights",
+                         **_size_kwargs(arch, size))
         self.norm = _normalize_for(self.net)
         self.dim = int(self.net.num_features)
         self.requires_grad_(False)
@@ -233,12 +235,13 @@ def _size_kwargs(arch: str, size: int) -> dict:
 
 def _baseline(name: str, arch: str, weights, seed: int, img_size: int, **_) -> nn.Module:
     return Regressor(_timm(arch, f"quality model {name}", weights, seed, new_head=True, num_classes=1,
-                           **_size_kwargs(arch, img_size)))
+                           key=f"train.models.{name}.weights", **_size_kwargs(arch, img_size)))
 
 
 @register_model("ra_miqa", "vit_small_patch16_224", "RA-MIQA", region=True)
 def _ra_miqa(name: str, arch: str, weights, seed: int, img_size: int, region: RegionEncoder, **_) -> nn.Module:
-    backbone = _timm(arch, f"quality model {name}", weights, seed, num_classes=0, img_size=img_size)
+    backbone = _timm(arch, f"quality model {name}", weights, seed, num_classes=0, img_size=img_size,
+                     key=f"train.models.{name}.weights")
     return RAMIQA(backbone, region)
 
 

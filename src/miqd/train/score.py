@@ -35,8 +35,10 @@ def image_paths(path: str | Path, recursive: bool = False) -> list[Path]:
     return found
 
 
-def score_images(checkpoint: str, paths: list[Path], device: str = "cpu", batch_size: int = 16) -> pd.DataFrame:
-    """One row per image: path, score, and what the model is (task, label, model)."""
+def score_images(checkpoint: str, paths: list[Path], device: str = "cpu",
+                 batch_size: int = 16) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
+    """One row per readable image: path, score, and what the model is (task, label, model); and
+    (path, reason) of every image that could not be read, which is skipped."""
     import torch
 
     from miqd.train.loop import load_quality_model
@@ -49,20 +51,29 @@ def score_images(checkpoint: str, paths: list[Path], device: str = "cpu", batch_
         log.warning("%s: the backbone was trained from a seeded random initialisation (the embedded demo); "
                     "its scores demonstrate the method, they are not the paper's model", checkpoint)
     prep = Preprocess(s["resize"], s["crop"], s["region_size"] if model_def(s["model"]).region else None)
-    scores = []
+    scores, scored, failed = [], [], []
     for start in range(0, len(paths), batch_size):
         crops, regions = [], []
         for p in paths[start:start + batch_size]:
-            crop, region = prep(read_image(p))  # an unreadable file is an InputError naming it
+            try:
+                crop, region = prep(read_image(p))
+            except InputError as err:
+                failed.append((p, str(err)))
+                continue
+            scored.append(p)
             crops.append(torch.from_numpy(crop))
             if region is not None:
                 regions.append(torch.from_numpy(region))
+        if not crops:
+            continue
         with torch.inference_mode():
             x = torch.stack(crops).to(device)
             r = torch.stack(regions).to(device) if regions else None
             scores.append(model(x, r).float().cpu().numpy())
-    return pd.DataFrame({"path": [str(p) for p in paths], "score": np.concatenate(scores).astype(np.float64),
-                         "model": ckpt["model"], "task": ckpt["task"], "label": ckpt["label"]})
+    df = pd.DataFrame({"path": [str(p) for p in scored],
+                       "score": np.concatenate(scores).astype(np.float64) if scores else np.zeros(0),
+                       "model": ckpt["model"], "task": ckpt["task"], "label": ckpt["label"]})
+    return df, failed
 
 
 def render(df: pd.DataFrame, fmt: str) -> str:
@@ -70,6 +81,8 @@ def render(df: pd.DataFrame, fmt: str) -> str:
         return df.to_csv(index=False, float_format="%.6f")
     if fmt == "json":
         return json.dumps(df.assign(score=df["score"].round(6)).to_dict(orient="records"), indent=1) + "\n"
+    if df.empty:
+        return ""
     width = max(len("path"), *(len(p) for p in df["path"]))
     lines = [f"{'path':<{width}}  score", f"{'-' * width}  --------"]
     lines += [f"{p:<{width}}  {s:8.4f}" for p, s in zip(df["path"], df["score"], strict=True)]
@@ -108,9 +121,12 @@ def annotate(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
 
 
 def run(path: str, checkpoint: str, fmt: str = "table", out: str | None = None, annotate_dir: str | None = None,
-        recursive: bool = False, device: str = "cpu", batch_size: int = 16) -> pd.DataFrame:
+        recursive: bool = False, device: str = "cpu", batch_size: int = 16,
+        skip_errors: bool = False) -> pd.DataFrame:
+    """Score every readable image; an unreadable one is listed and, unless `skip_errors`, makes the
+    command fail after the others are scored and written."""
     paths = image_paths(path, recursive)
-    df = score_images(checkpoint, paths, device, batch_size)
+    df, failed = score_images(checkpoint, paths, device, batch_size)
     text = render(df, fmt)
     if out:
         write_text(out, text)
@@ -118,4 +134,10 @@ def run(path: str, checkpoint: str, fmt: str = "table", out: str | None = None, 
         print(text, end="")
     if annotate_dir:
         annotate(df, annotate_dir)
+    if failed:
+        listing = "\n  ".join(f"{p}: {why}" for p, why in failed)
+        message = f"{len(failed)} of {len(paths)} images could not be read and were not scored:\n  {listing}"
+        if not skip_errors:
+            raise InputError(message + "\n(--skip-errors scores the rest and exits 0)")
+        log.warning(message)
     return df
