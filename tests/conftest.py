@@ -46,6 +46,6 @@ def demo_run(tmp_path_factory) -> Path:
     from helpers import demo_config, snakemake
 
     outdir = tmp_path_factory.mktemp("demo_run") / "out"
-    proc = snakemake("--cores", "2", "--configfile", str(demo_config(outdir)))
+    proc = snakemake("--cores", "2", "--configfile", str(demo_config(outdir)), timeout=1800)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return outdir
