@@ -38,14 +38,14 @@ rule distorted:
 
 rule predicted:
     input:
-        infer_targets(),
+        infer_targets() + seal_targets(),
 
 
 rule labelled:
     input:
-        label_targets() + split_targets(),
+        label_targets() + split_targets() + seal_targets(),
 
 
 rule trained:
     input:
-        train_targets(),
+        train_targets() + seal_targets(),

@@ -2,6 +2,7 @@
 
     python benchmarks/infer.py [--registry config/models_demo.yaml] [--group efficientnet-lite]
                                [--sources 2] [--corruptions contrast fog] [--device auto]
+                               [--random-weights]   # any registry, no weights needed (speed only)
 
 Builds a real shard (demo photos, distorted by the engine: per source 1 original + 25 pairs per
 corruption), then times, through the stage's own code (`miqd.models.infer.run`):
@@ -17,6 +18,7 @@ On a GPU (`--device cuda`) bf16 autocast and channels_last are used, as the full
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import tempfile
@@ -118,6 +120,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--random-weights", action="store_true",
+                        help="build every model with random weights (speed does not depend on them)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -128,6 +132,8 @@ def main() -> int:
         return 2
     task, _ = matches[0]
     specs = specs_by_group[matches[0]]
+    if args.random_weights:
+        specs = [dataclasses.replace(s, weights="random") for s in specs]
     device = resolve_device(args.device, "--device")
     gpu = device.startswith("cuda")
     settings = infer.InferSettings(device=device, precision="bf16" if gpu else "fp32", channels_last=gpu,

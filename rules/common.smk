@@ -2,6 +2,7 @@
 import json
 
 import miqd.config
+import miqd.distort.seal
 import miqd.preflight
 from miqd import layout
 from miqd.models.registry import groups, load_registry
@@ -40,6 +41,17 @@ wildcard_constraints:
 
 def shards(dataset):
     return layout.shard_ids(config["sources"][dataset]["shards"])
+
+
+# The distorted PNGs are not rule outputs (millions); each distort shard's seal lists them with
+# their sizes. A finished shard whose PNGs no longer match (a file deleted or truncated) loses its
+# seal here, before the plan is made, so this run (or dry run) rebuilds it and what reads it.
+for _dataset in DATASETS:
+    for _shard in shards(_dataset):
+        _bad = miqd.distort.seal.verify(layout.distort_seal(OUTDIR, _dataset, _shard), OUTDIR)
+        if _bad:
+            logger.warning(f"distort {_dataset} shard {_shard}: {len(_bad)} of its files are missing or "
+                           f"changed size (first: {_bad[0]}); the shard is rebuilt")
 
 
 def stage_params(stage):
@@ -118,9 +130,17 @@ def task_label_tables(wildcards):
 
 
 def label_targets():
-    return [layout.label_export_dir(OUTDIR, t) for t in TASKS] + (
-        list(layout.validation_table(OUTDIR).values()) if VALIDATED_TASKS else []
+    coco_tasks = {"det", "ins"} & set(TASKS)
+    return (
+        [layout.label_export_dir(OUTDIR, t) for t in TASKS]
+        + ([layout.additional_info(OUTDIR)] if coco_tasks else [])
+        + (list(layout.validation_table(OUTDIR).values()) if VALIDATED_TASKS else [])
+        + compare_targets()
     )
+
+
+def compare_targets():
+    return list(layout.compare_outputs(OUTDIR).values()) if config["compare"]["published"] and TASKS else []
 
 
 def split_targets():
@@ -135,8 +155,14 @@ def infer_targets():
     ]
 
 
+def seal_targets():
+    """Every distort shard's seal: targets of every stage target, so a seal removed above (its PNGs
+    damaged) reruns its shard even when what was built from it is up to date."""
+    return [layout.distort_seal(OUTDIR, d, s) for d in DATASETS for s in shards(d)]
+
+
 def distort_targets():
-    targets = []
+    targets = seal_targets()
     for d in DATASETS:
         targets.append(layout.distort_manifest_merged(OUTDIR, d))
         targets.extend(layout.distort_figures(OUTDIR, d).values())

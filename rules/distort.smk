@@ -8,10 +8,13 @@ rule distort:
     output:
         manifest=layout.distort_manifest(OUTDIR, "{dataset}", "{shard}"),
         levels=layout.distort_levels(OUTDIR, "{dataset}", "{shard}"),
+        seal=layout.distort_seal(OUTDIR, "{dataset}", "{shard}"),
     params:
         config=stage_params("distort"),
     log:
         layout.log_path(OUTDIR, "distort", "{dataset}-{shard}"),
+    benchmark:
+        layout.benchmark_path(OUTDIR, "distort", "{dataset}-{shard}"),
     threads: config["distort"]["threads"]
     resources:
         mem_mb=config["distort"]["resources"]["mem_mb"],
@@ -21,12 +24,13 @@ rule distort:
     shell:
         "miqd distort --config {params.config:q} --dataset {wildcards.dataset}"
         " --sources {input.sources} --masks {input.masks}"
-        " --manifest {output.manifest} --levels {output.levels} --workers {threads} > {log} 2>&1"
+        " --manifest {output.manifest} --levels {output.levels} --seal {output.seal}"
+        " --workers {threads} > {log} 2>&1"
 
 
 rule merge_distort:
     input:
-        lambda wildcards: [
+        manifests=lambda wildcards: [
             layout.distort_manifest(OUTDIR, wildcards.dataset, s) for s in shards(wildcards.dataset)
         ],
     output:
@@ -36,7 +40,7 @@ rule merge_distort:
     conda:
         "../envs/miqd.yaml"
     shell:
-        "miqd merge --out {output} {input} > {log} 2>&1"
+        "miqd merge --out {output} {input.manifests} > {log} 2>&1"
 
 
 rule distort_figures:

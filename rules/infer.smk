@@ -11,6 +11,8 @@ rule infer:
         models=group_models,
     log:
         layout.log_path(OUTDIR, "infer", "{task}-{group}-{shard}"),
+    benchmark:
+        layout.benchmark_path(OUTDIR, "infer", "{task}-{group}-{shard}"),
     threads: config["infer"]["threads"]
     resources:
         mem_mb=config["infer"]["resources"]["mem_mb"],

@@ -13,6 +13,8 @@ rule label:
         annotations=annotations_arg,
     log:
         layout.log_path(OUTDIR, "label", "{task}-{shard}"),
+    benchmark:
+        layout.benchmark_path(OUTDIR, "label", "{task}-{shard}"),
     threads: config["label"]["threads"]
     resources:
         mem_mb=config["label"]["resources"]["mem_mb"],
@@ -43,3 +45,37 @@ for _task in TASKS:
             "../envs/miqd.yaml"
         shell:
             "miqd export-labels --task {params.task} --out {output} {input} > {log} 2>&1"
+
+
+# MIQA's det/ins loaders read the COCO annotations from miqa_det/additional_info/.
+rule export_additional_info:
+    input:
+        lambda wildcards: config["sources"]["coco"]["annotations"],
+    output:
+        layout.additional_info(OUTDIR),
+    log:
+        layout.log_path(OUTDIR, "export_labels", "additional_info"),
+    conda:
+        "../envs/miqd.yaml"
+    shell:
+        "miqd export-labels --additional-info {input} --out {output} > {log} 2>&1"
+
+
+
+# Regenerated vs published labels, when compare.published names the MIQD-2.5M download.
+rule compare_labels:
+    input:
+        labels=[layout.label_table(OUTDIR, t, s) for t in TASKS for s in task_shards(t)],
+    output:
+        **layout.compare_outputs(OUTDIR),
+    params:
+        outdir=lambda wildcards, output: layout.outdir_of_compare(output.csv),
+        published=config["compare"]["published"] or "",
+        tasks=" ".join(TASKS),
+    log:
+        layout.log_path(OUTDIR, "compare", "labels"),
+    conda:
+        "../envs/miqd.yaml"
+    shell:
+        "miqd compare-labels --outdir {params.outdir:q} --published {params.published:q} --tasks {params.tasks}"
+        " > {log} 2>&1"

@@ -9,6 +9,7 @@ rule report:
         validation=list(layout.validation_table(OUTDIR).values()) if VALIDATED_TASKS else [],
         splits=[layout.split_table(OUTDIR, d) for d in DATASETS],
         trained=train_targets(),
+        compared=compare_targets(),
     output:
         layout.report_html(OUTDIR),
     params:
@@ -16,10 +17,11 @@ rule report:
         tasks=" ".join(TASKS),
         validated="--validated" if VALIDATED_TASKS else "",
         runs=" ".join(TRAIN_RUNS),
+        compared="--compared" if compare_targets() else "",
     log:
         layout.log_path(OUTDIR, "report", "report"),
     conda:
         "../envs/miqd.yaml"
     shell:
         "miqd report --config {params.config:q} --tasks {params.tasks} {params.validated}"
-        " --runs {params.runs} --out {output} > {log} 2>&1"
+        " --runs {params.runs} {params.compared} --out {output} > {log} 2>&1"

@@ -26,6 +26,8 @@ rule train:
         config=lambda wildcards: train_workflow.params(config, "train", wildcards.run),
     log:
         layout.log_path(OUTDIR, "train", "{run}"),
+    benchmark:
+        layout.benchmark_path(OUTDIR, "train", "{run}"),
     threads: config["train"]["threads"]
     resources:
         mem_mb=config["train"]["resources"]["mem_mb"],

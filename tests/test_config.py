@@ -39,7 +39,7 @@ def test_defaults_are_filled(demo):
     [
         (lambda c: c["distort"].update(colour="red"),
          r"unknown key distort\.colour; allowed keys here: blend, corruptions, png_compression"),
-        (lambda c: c.update(outdr="x"), r"unknown key outdr; allowed keys here: distort, .*outdir"),
+        (lambda c: c.update(outdr="x"), r"unknown key outdr; allowed keys here: compare, distort, .*outdir"),
         (lambda c: c["distort"].update(severity_scheme="fancy"),
          r"key distort\.severity_scheme: 'fancy' is not one of \['miqd25m', 'imagenet_c'\]"),
         (lambda c: c["distort"].update(corruptions=["fog", "blurry"]),

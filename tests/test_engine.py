@@ -110,7 +110,12 @@ def test_output_does_not_depend_on_worker_count(tmp_path, demo_images):
         engine.run(select_path, roi_path, str(out / "m.parquet"), str(out / "l.parquet"), "coco",
                    str(out), settings, workers=workers)
         results[workers] = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    assert len(results[1]) == 3 * 3 * 25 + 3 + 2
+    # 25 PNGs per corruption and source, the source copies, their .jpg names for MIQA's det/ins
+    # loaders (links: the sources here are PNGs), the two tables
+    assert len(results[1]) == 3 * 3 * 25 + 3 + 3 + 2
+    for image_id in images:
+        link = tmp_path / "w1" / "miqa_det" / "src_images" / f"{image_id}.jpg"
+        assert link.is_symlink() and link.readlink().name == f"{image_id}.png"
     assert results[1] == results[2]
 
 

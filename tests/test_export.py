@@ -57,7 +57,13 @@ def test_exported_labels_and_splits_read_back_as_the_pipelines_samples(tmp_path,
               layout.split_balance(outdir, dataset), upstream)
     folder = layout.label_export_dir(outdir, task)
     assert export(task, [labels], folder) == (5 if task == "cls" else 10)
-    (tmp_path / "out" / ("miqa_cls" if task == "cls" else "miqa_det") / "images").mkdir(parents=True, exist_ok=True)
+    for rel in _label_table(task, ids)["path"]:  # the images and source copies the distort stage writes
+        (tmp_path / "out" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "out" / rel).write_bytes(b"")
+    for row in select:
+        src = tmp_path / "out" / layout.source_copy_relpath(dataset, row["image_id"], Path(row["path"]).suffix)
+        src.parent.mkdir(parents=True, exist_ok=True)
+        src.write_bytes(b"")
 
     ours = pipeline_samples(outdir, task, ["000"])
     published = published_samples(task, outdir, str(tmp_path / "out" / "split"))

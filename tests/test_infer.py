@@ -225,3 +225,42 @@ def test_the_run_fingerprint_covers_device_precision_and_layout():
     det = ModelSpec(id="d", task="det", backend="torchvision", arch="fcos_resnet50_fpn", weights="random",
                     benchmark=1.0, group="g")
     assert run_fingerprint(det, "cuda", "bf16", True) == run_fingerprint(det, "cuda", "bf16", False)  # timm only
+
+
+def test_out_of_memory_halves_the_batch_and_loses_nothing(shard, tmp_path, monkeypatch, caplog):
+    """An injected CUDA out-of-memory above 3 images per pass: the job finishes with batch 2, says so
+    in the log and the file's metadata, and its predictions equal an uninterrupted run's at batch 1."""
+    import json
+
+    import torch
+
+    ref_shard, oom_shard = _fresh_copy(shard, tmp_path / "ref"), _fresh_copy(shard, tmp_path / "oom")
+    spec = cls_spec("oom_net", batch_size=8)
+    ref = _run(ref_shard, [cls_spec("oom_net", batch_size=1)], "ref")
+    sizes: list[int] = []
+    real = TimmPredictor.predict
+
+    def small_card(self, images):
+        sizes.append(len(images))
+        if len(images) > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 54.93 GiB")
+        return real(self, images)
+
+    monkeypatch.setattr(TimmPredictor, "predict", small_card)
+    with caplog.at_level("WARNING", logger="miqd.infer"):
+        got = _run(oom_shard, [spec], "oom", infer.InferSettings(device="cpu", batch_size=8, workers=0,
+                                                                chunk_size=16, threads=1))
+    assert sizes[:3] == [8, 4, 2] and set(sizes[3:]) <= {1, 2}  # halved once per failure, then kept
+    assert "model oom_net: out of memory on cpu with 8 images per forward pass; retrying with 4" in caplog.text
+    a, b = pd.read_parquet(ref.path[0]), pd.read_parquet(got.path[0])
+    pd.testing.assert_frame_equal(a.drop(columns="top5_probs"), b.drop(columns="top5_probs"))
+    np.testing.assert_allclose(np.stack(a.top5_probs), np.stack(b.top5_probs), atol=1e-6)
+    run_meta = json.loads(pq.read_schema(got.path[0]).metadata[b"miqd.run"])
+    assert run_meta["batch_size"] == 2 and run_meta["device"] == "cpu"
+
+    def no_card(self, images):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(TimmPredictor, "predict", no_card)
+    with pytest.raises(InputError, match=r"model 'tiny_card': out of memory on cpu with one image per forward pass"):
+        _run(oom_shard, [cls_spec("tiny_card")], "none")

@@ -320,8 +320,8 @@ def test_half_precision_is_applied_on_cuda_only(rtmdet, pair):
 
 
 def test_pickled_checkpoint_without_the_flag_names_the_fix(rtmdet):
-    with pytest.raises(InputError, match=r"model 'm': checkpoint .*rtmdet_tiny\.pth cannot be read .*"
-                                         r"set weights.pickled: true"):
+    with pytest.raises(InputError, match=r"model 'm': .*rtmdet_tiny\.pth holds pickled Python objects \(.+\), which "
+                                         r"could run code when loaded; .* opt in with weights.pickled: true"):
         create_predictor(spec(weights={"file": str(rtmdet[1])}))
 
 
@@ -354,6 +354,42 @@ def test_query_based_models_run_with_random_weights(mmdet, pair, task, arch, siz
     p = create_predictor(s).predict(pair[:1])[0]
     _check_schema(p, pair[0], task)
     assert len(p["scores"]) == 20
+
+
+def test_mask2former_upsamples_a_few_images_at_a_time_with_the_same_results(mmdet, pair, monkeypatch):
+    """Its masks are upsampled (and fused) MASK_POSTPROCESS_IMAGES images at a time, not the whole
+    batch at once, and every image's predictions equal mmdet's own unchunked predict."""
+    import torch.nn.functional as F
+
+    s = spec(id="m2f", task="ins", arch="configs/mask2former/mask2former_r50_8xb2-lsj-50e_coco.py",
+             preprocess={"size": 128}, score_threshold=0.0, max_detections=20)
+    predictor = create_predictor(s)
+    images = [pair[0], pair[1], pair[0][::-1].copy(), pair[1][::-1].copy(), pair[0], pair[1]]
+    calls = []
+    interpolate = F.interpolate
+
+    def spy(x, *args, **kw):
+        if x.dim() == 4 and x.shape[1] == 100:  # (images, 100 queries, h, w): the head's mask logits
+            calls.append((x.shape[0], tuple(kw.get("size") or args[0])))
+        return interpolate(x, *args, **kw)
+
+    def upsampled() -> list[int]:
+        """Images per call of the final upsampling, to the padded input (the largest target)."""
+        full = max(size for _, size in calls)
+        return [n for n, size in calls if size == full]
+
+    monkeypatch.setattr(F, "interpolate", spy)
+    mmdet_backend.bound_mask_postprocess(predictor.model, 2)
+    chunked = predictor.predict(images)
+    assert upsampled() == [2, 2, 2]  # 6 images, 2 at a time
+    del predictor.model.predict  # back to mmdet's own MaskFormer.predict: the whole batch at once
+    calls.clear()
+    whole = predictor.predict(images)
+    assert upsampled() == [6]
+    for a, b in zip(chunked, whole, strict=True):
+        assert set(a) == set(b)
+        for key in a:
+            np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(),

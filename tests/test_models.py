@@ -66,6 +66,23 @@ def test_registry_errors_name_the_entry_and_key(tmp_path, edit, message):
         load_registry(path)
 
 
+def test_a_group_batch_size_is_the_default_of_its_entries(tmp_path):
+    data = yaml.safe_load(DEMO_REGISTRY.read_text())
+    data["groups"] = {"efficientnet-lite": {"batch_size": 8}}
+    data["models"][1]["batch_size"] = 2  # an entry's own wins
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    sizes = {s.id: s.batch_size for s in load_registry(path)}
+    assert sizes["efficientnet_lite0"] == 8 and sizes["efficientnet_lite1"] == 2 and sizes["efficientnet_lite2"] == 8
+    assert sizes["retinanet_r50"] is None  # other groups: infer.batch_size
+    full = {s.group: s.batch_size for s in load_registry(REPO / "config" / "models.yaml")}
+    assert full["ins-transformer"] == 16 and full["cls-cnn"] is None
+    data["groups"] = {"efficientnet-light": {"batch_size": 8}}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"groups names efficientnet-light, which no model is in \(a typo\?"):
+        load_registry(path)
+
+
 def test_duplicate_ids_and_mixed_groups_are_errors(tmp_path):
     data = yaml.safe_load(DEMO_REGISTRY.read_text())
     dup = copy.deepcopy(data)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import REPO, demo_config, snakemake
+from helpers import REPO, demo_config, job_counts, snakemake
 from miqd import layout
 from miqd.models import infer
 
@@ -74,6 +74,13 @@ def test_a_rerun_recomputes_exactly_the_predictions_whose_images_changed(tmp_pat
     first = _predicted(outdir)
     assert all(n == 26 * k for n, k in zip(first.values(), [3, 3, 3], strict=True))  # 3 sources x (1 + 25)
 
+    # 0. a PNG deleted and another truncated: their shards are rebuilt, byte for byte, and their
+    #    infer jobs rerun and find nothing to predict (the images' hashes are the same again)
+    _damage_and_rebuild(outdir, path, run, targets)
+    _check_current(outdir, cfg)
+    after = _predicted(outdir)
+    assert [after["cls-tiny_cls-001"], after["det-tiny_det-000"]] == [0, 0]
+
     # 1. a new blend: the 20 mixed images of every source change, the 5 uniform ones do not
     cfg["distort"]["blend"] = {"kernel": 33}
     run()
@@ -94,3 +101,30 @@ def test_a_rerun_recomputes_exactly_the_predictions_whose_images_changed(tmp_pat
     cfg["sources"]["coco"]["shards"] = 2
     run()
     _check_current(outdir, cfg)
+
+
+def _damage_and_rebuild(outdir, path, run, targets) -> None:
+    images = sorted((outdir / "miqa_cls" / "images").rglob("*.png")) + sorted((outdir / "miqa_det").rglob("*.png"))
+    before = {p: p.read_bytes() for p in images}
+    shard_of = {}  # which shard's seal lists each file
+    for seal in sorted((outdir / "distort").rglob("shard-*.files.tsv")):
+        for line in seal.read_text().splitlines():
+            shard_of[outdir / line.split("\t")[0]] = seal.parent.name + "-" + seal.name[6:9]
+    assert set(before) <= set(shard_of)  # every PNG is sealed
+    cls_png = next(p for p in images if shard_of[p] == "imagenet-001")
+    det_png = next(p for p in images if shard_of[p] == "coco-000")
+    cls_png.unlink()  # deleted
+    det_png.write_bytes(before[det_png][:100])  # truncated
+
+    plan = snakemake("-n", *targets, "--configfile", str(path))
+    text = plan.stdout + plan.stderr
+    assert plan.returncode == 0, text[-3000:]
+    assert "distort imagenet shard 001: 1 of its files are missing or changed size" in text
+    assert f"(first: {cls_png.relative_to(outdir).as_posix()})" in text
+    assert "distort coco shard 000: 1 of its files are missing or changed size" in text
+    assert job_counts(text).get("distort") == 2, text[-3000:]  # those two shards, not imagenet-000
+
+    run()
+    assert {p: p.read_bytes() for p in images} == before  # rebuilt byte for byte
+    again = snakemake("-n", *targets, "--configfile", str(path))
+    assert "Nothing to be done" in again.stdout + again.stderr

@@ -13,7 +13,7 @@ import torch
 
 from miqd import layout
 from miqd.io import InputError, write_table
-from miqd.train import data, files, loop, losses
+from miqd.train import checkpoints, data, files, loop, losses
 from miqd.train.models import (
     RegionEncoder,
     create_model,
@@ -49,23 +49,31 @@ def _state(path) -> dict:
 
 
 def test_parameter_counts_ra_miqa_and_baselines(region_weights, capsys):
+    import torchvision
+
     model = create_model("ra_miqa", img_size=224, region_arch="tf_efficientnet_lite0", region_weights=region_weights)
     counts = parameter_counts(model)
     vit = timm.create_model("vit_small_patch16_224", num_classes=0)
     enc = timm.create_model("tf_efficientnet_lite0", num_classes=0)
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    d, dr = 384, 1280
+    d, dr, tokens = 384, 1280, 1 + 14 * 14
     region_proj = dr * d + d + 2 * d  # Linear(D_r -> D) + LayerNorm(D)
     head = 2 * d * d + d + d + 1  # Linear(2D -> D), Linear(D -> 1)
     print(f"RA-MIQA: {counts}; ViT-S/16 {n(vit)}, region projection {region_proj}, head {head}, "
           f"region position embedding {d}, frozen encoder {n(enc)}")
-    assert counts["trainable"] == n(vit) + d + region_proj + head == 22_454_401
+    # the backbone's pos_embed (1 + 196 rows) is replaced by one with a row for the region token
+    assert counts["trainable"] == n(vit) - tokens * d + (tokens + 1) * d + region_proj + head == 22_454_401
     assert counts["frozen"] == n(enc)
-    assert all(not p.requires_grad for p in model.region.parameters())
-    for name, arch in [("vit_small", "vit_small_patch16_224"), ("resnet18", "resnet18"), ("resnet50", "resnet50"),
-                       ("efficientnet_b1", "efficientnet_b1"), ("efficientnet_b5", "efficientnet_b5")]:
+    assert all(not p.requires_grad for p in model.mask_encoder.parameters())
+    refs = {"vit_small": timm.create_model("vit_small_patch16_224", num_classes=1)}
+    for arch in ("resnet18", "resnet50"):
+        refs[arch] = torchvision.models.get_model(arch, num_classes=1)
+    for arch in ("efficientnet_b1", "efficientnet_b5"):  # MIQA: classifier -> one Linear, no dropout
+        net = torchvision.models.get_model(arch)
+        refs[arch] = n(net) - n(net.classifier) + net.classifier[-1].in_features + 1
+    for name, ref in refs.items():
         c = parameter_counts(create_model(name, img_size=224))
-        ref = n(timm.create_model(arch, num_classes=1))
+        ref = ref if isinstance(ref, int) else n(ref)
         print(f"{name}: {c['trainable']} parameters")
         assert c == {"trainable": ref, "frozen": 0, "total": ref}
     assert "RA-MIQA" in capsys.readouterr().out
@@ -74,7 +82,7 @@ def test_parameter_counts_ra_miqa_and_baselines(region_weights, capsys):
 def test_ra_miqa_forward_uses_region_token_and_class_token(region_weights):
     model = create_model("ra_miqa", img_size=32, region_arch="tf_efficientnet_lite0",
                          region_weights=region_weights).eval()
-    assert model.vit.pos_embed.shape == (1, 2 + 4, 384)  # [region; class; 2x2 patches]
+    assert model.pos_embed.shape == (1, 2 + 4, 384)  # [region; class; 2x2 patches]
     x = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
     r = torch.randint(0, 256, (3, 3, 40, 40), dtype=torch.uint8)
     with torch.no_grad():
@@ -95,9 +103,9 @@ def test_checkpoints_load_through_the_weights_code(tmp_path, region_weights):
     torch.save({"state_dict": vit.state_dict()}, tmp_path / "vit.pth")
     model = create_model("ra_miqa", {"file": str(tmp_path / "vit.pth")}, img_size=32,
                          region_arch="tf_efficientnet_lite0", region_weights=region_weights)
-    assert torch.equal(model.vit.blocks[3].mlp.fc1.weight, vit.blocks[3].mlp.fc1.weight)
-    assert torch.equal(model.vit.cls_token, vit.cls_token)
-    assert model.vit.pos_embed.shape[1] == 6
+    assert torch.equal(model.base_model.blocks[3].mlp.fc1.weight, vit.blocks[3].mlp.fc1.weight)
+    assert torch.equal(model.base_model.cls_token, vit.cls_token)
+    assert model.base_model.pos_embed.shape[1] == 5 and model.pos_embed.shape[1] == 6
     # a baseline keeps the backbone and gets a fresh one-output head
     torch.manual_seed(4)
     r18 = timm.create_model("resnet18")
@@ -232,6 +240,34 @@ def test_published_layout_reads_into_the_same_table(tmp_path, photos):
     assert torch.equal(item["image"], ds[(2, 5)]["image"])  # same (epoch, row): same augmentation
 
 
+@pytest.mark.parametrize("flat", [False, True], ids=["per-source-folders", "flat-images-folder"])
+def test_training_on_the_published_layout(tmp_path, photos, region_weights, flat):
+    """train.source published: the download's layout (generator names) trains for cls, det and ins."""
+    root = tmp_path / "MIQD_2.5M"
+    write_published(root, photos, flat=flat)
+    runs = [{"model": "ra_miqa", "task": "cls", "label": "composite"},
+            {"model": "resnet18", "task": "det", "label": "accuracy"},
+            {"model": "resnet18", "task": "ins", "label": "consistency"}]
+    config = train_config(tmp_path / "out", region_weights, runs=runs, epochs=1, source="published",
+                          published={"root": str(root), "splits": str(root / "splits")})
+    for run in ("ra_miqa_cls_composite", "resnet18_det_accuracy", "resnet18_ins_consistency"):
+        best = loop.train(config, run)
+        metrics = pd.read_csv(files.train_outputs(str(tmp_path / "out"), run)["metrics"])
+        assert len(metrics) == 5 and np.isfinite(metrics["train_loss"]).all(), run  # 42 images // 8
+        assert np.isfinite(best["srcc"]), run
+    folder = root / "miqa_det" / "images"
+    some = next(p for p in folder.rglob("*.png"))
+    some.unlink()
+    with pytest.raises(InputError, match=rf"1 of the 14 images \d+_accuracy\.csv names are in neither .*"
+                                         rf"e\.g\. {some.name}; the download is incomplete"):
+        data.published_samples("det", str(root), str(root / "splits"))
+    src = next((root / "miqa_cls" / "src_images").iterdir())
+    src.unlink()
+    with pytest.raises(InputError, match=rf"src_images has no {src.stem}\.\* \(the source image of "
+                                         rf"{src.stem}_mmos\.csv\); the download is incomplete"):
+        data.published_samples("cls", str(root), str(root / "splits"))
+
+
 def test_published_layout_errors(tmp_path, photos):
     root = tmp_path / "MIQD_2.5M"
     ids = write_published(root, photos)
@@ -277,10 +313,10 @@ def test_training_lowers_the_loss_and_keeps_the_encoder_frozen(tmp_path, pipelin
     assert ckpt["step"] == best["step"] and metrics.loc[metrics["best"] == 1, "step"].iloc[-1] == best["step"]
     saved = torch.load(region_weights["file"], weights_only=True)
     for key, value in ckpt["state_dict"].items():
-        if key.startswith("region.net."):
-            assert torch.equal(value, saved[key.removeprefix("region.net.")]), key
-    model, _ = loop.load_quality_model(outputs["model"])
-    assert all(not p.requires_grad for p in model.region.parameters())
+        if key.startswith("mask_encoder.net."):
+            assert torch.equal(value, saved[key.removeprefix("mask_encoder.net.")]), key
+    model, _ = checkpoints.load_quality_model(outputs["model"])
+    assert all(not p.requires_grad for p in model.mask_encoder.parameters())
     assert not (out / "train" / "ra_miqa_cls_composite" / "work").exists()  # finished: resume files gone
     png = outputs["plot"]
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"

@@ -31,9 +31,9 @@ def test_demo_dry_run_lists_per_shard_jobs(tmp_path):
         "all": 1, "demo_sources_coco": 1, "demo_sources_imagenet": 1, "distort": 3,
         "distort_figures": 2, "infer": 4, "merge_distort": 2, "roi": 3, "select": 3,
         "label": 4, "export_labels_cls": 1, "export_labels_det": 1, "export_labels_ins": 1,
-        "validate": 2, "validation_table": 1, "split_imagenet": 1, "split_coco": 1,
+        "export_additional_info": 1, "validate": 2, "validation_table": 1, "split_imagenet": 1, "split_coco": 1,
         "train": 2, "evaluate_run": 2, "evaluate_baselines": 2, "evaluate_report": 1, "report": 1,
-        "total": 40,
+        "total": 41,
     }
     # the demo's ins ensemble is one model: its labels cannot be validated, and the run says so
     assert "task ins has a single model: its labels cannot be validated" in proc.stdout + proc.stderr
@@ -67,13 +67,14 @@ def test_full_scale_dry_run_is_per_shard_not_per_image(full_scale_config):
     expected["infer"] = cls_groups * n_in + coco_groups * n_coco
     expected["label"] = n_in + 2 * n_coco  # per (task, shard): cls on imagenet, det and ins on coco
     expected.update({f"export_labels_{t}": 1 for t in ("cls", "det", "ins")}, validate=3, validation_table=1)
+    expected["export_additional_info"] = 1  # the COCO annotations where MIQA's det/ins loaders look
     expected.update(split_imagenet=1, split_coco=1, report=1)
     n_runs, n_eval = len(cfg["train"]["runs"]), len(cfg["evaluate"]["tasks"])
     expected.update(train=n_runs, evaluate_run=n_runs, evaluate_baselines=n_eval, evaluate_report=1)
     expected["total"] = sum(expected.values())
     print(f"full-scale DAG: {expected['total']} jobs = {len(per_shard)} x ({n_in} + {n_coco}) shards "
           f"+ {len(per_dataset)} x 2 datasets + infer ({cls_groups} x {n_in} + {coco_groups} x {n_coco}) "
-          f"+ label ({n_in} + 2 x {n_coco}) + 3 label exports + 3 validate + table + 2 splits "
+          f"+ label ({n_in} + 2 x {n_coco}) + 4 label exports + 3 validate + table + 2 splits "
           f"+ {n_runs} x (train + evaluate) + {n_eval} baselines + evaluation tables + report + all")
     assert job_counts(proc.stdout) == expected
     assert expected["total"] < 5000  # per shard, never per image: 2.5 M images stay a few thousand jobs
@@ -174,3 +175,16 @@ def test_miqd_score_rates_the_demo_images_with_the_trained_model(demo_run):
     rows = [ln.split(",") for ln in proc.stdout.strip().splitlines()]
     assert len(rows) == 7 and all(0.0 <= float(r[rows[0].index("score")]) <= 1.5 for r in rows[1:])
     assert "seeded random initialisation" in proc.stderr  # the demo's backbone is said to be random
+
+
+def test_published_config_plans_training_only(tmp_path):
+    """config/published.yaml: no sources to regenerate, so only train, evaluate and report jobs."""
+    cfg = yaml.safe_load((REPO / "config" / "published.yaml").read_text())
+    over = tmp_path / "paths.yaml"
+    over.write_text(yaml.safe_dump({"outdir": str(tmp_path / "out"),
+                                    "train": {"published": {"root": str(tmp_path / "MIQD-2.5M")}}}))
+    proc = snakemake("-n", "--configfile", str(REPO / "config" / "published.yaml"), str(over))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    n = len(cfg["train"]["runs"])
+    assert job_counts(proc.stdout) == {"train": n, "evaluate_run": n, "evaluate_baselines": 3,
+                                       "evaluate_report": 1, "report": 1, "all": 1, "total": 2 * n + 6}

@@ -124,11 +124,13 @@ def train_config(outdir: Path, region_weights: dict, runs=None, **train) -> dict
     return cfgmod.validate(copy.deepcopy(cfg), whole_workflow=False)
 
 
-def write_published(root: Path, photos: dict[str, np.ndarray]) -> dict[str, list[str]]:
+def write_published(root: Path, photos: dict[str, np.ndarray], flat: bool = False) -> dict[str, list[str]]:
     """The published MIQD-2.5M layout: images/, labels/, src_images/ and the upstream split CSVs.
 
     cls ids have underscores (ILSVRC2012_val_...), corruptions too (gaussian_noise); det/ins ids
     are 12-digit COCO ids; ins labels live in miqa_ins/labels while images stay in miqa_det.
+    Images sit in per-source folders `images/<id>/` (as the database's README shows them), or with
+    `flat` all in `images/`.
     """
     cls_ids = [f"ILSVRC2012_val_{k + 1:08d}" for k in range(len(photos))]
     det_ids = [f"{k + 7:012d}" for k in range(len(photos))]
@@ -142,7 +144,7 @@ def write_published(root: Path, photos: dict[str, np.ndarray]) -> dict[str, list
                 # the MIQD-2.5M generator's names, written out independently of miqd.layout
                 name = (f"{image_id}_{c}_{r}.png" if r == b else
                         f"{image_id}_{c}_{'fg' if r > b else 'bg'}_stronger_fg{r}_bg{b}.png")
-                p = root / folder / "images" / image_id / name
+                p = root / folder / "images" / ("" if flat else image_id) / name
                 p.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(img).save(p)
                 names.append(name)

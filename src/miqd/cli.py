@@ -61,7 +61,7 @@ def cmd_distort(args) -> None:
     config = _stage_config(args)
     settings = engine.DistortSettings.from_config(config)
     engine.run(args.sources, args.masks, args.manifest, args.levels, args.dataset,
-               config["outdir"], settings, workers=args.workers)
+               config["outdir"], settings, workers=args.workers, seal_path=args.seal)
 
 
 def cmd_merge(args) -> None:
@@ -83,9 +83,9 @@ def cmd_infer(args) -> None:
 
 
 def cmd_models(args) -> None:
-    from miqd.models import check
+    from miqd.models import check, fetch
 
-    code = {"check": check.check, "list": check.list_models, "fetch": check.fetch}[args.action](
+    code = {"check": check.check, "list": check.list_models, "fetch": fetch.fetch}[args.action](
         args.registry, args.task)
     if code:
         raise SystemExit(code)
@@ -114,9 +114,26 @@ def _models_arg(text: str) -> list[dict]:
 
 
 def cmd_export_labels(args) -> None:
-    from miqd.label.export import export
+    from miqd.label.export import additional_info, export
 
+    if args.additional_info:
+        additional_info(args.additional_info, args.out)
+        return
+    if not args.task or not args.labels:
+        raise InputError("export-labels needs --task and label tables (or --additional-info ANNOTATIONS)")
     export(args.task, args.labels, args.out)
+
+
+def cmd_compare_labels(args) -> None:
+    from miqd.label.compare import compare
+
+    tasks = args.tasks or [t for t in ("cls", "det", "ins") if list((Path(args.outdir) / "label" / t).glob("*.parquet"))]
+    if not tasks:
+        raise InputError(f"no label tables under {Path(args.outdir) / 'label'}; is --outdir the run's outdir?")
+    table = compare(args.outdir, args.published, tasks)
+    overall = table[table["by"] == "all"]
+    for r in overall.itertuples():
+        print(f"{r.task:4s} {r.label:12s} n={r.n:<8d} SRCC {r.srcc:.4f}  PLCC {r.plcc:.4f}")
 
 
 def cmd_validate(args) -> None:
@@ -148,7 +165,7 @@ def cmd_report(args) -> None:
     config = _stage_config(args)
     datasets = list(config["sources"])
     tasks = {t: layout.shard_ids(config["sources"][layout.TASK_DATASET[t]]["shards"]) for t in args.tasks}
-    report.build(config["outdir"], datasets, tasks, args.validated, args.out, args.runs)
+    report.build(config["outdir"], datasets, tasks, args.validated, args.out, args.runs, args.compared)
 
 
 def cmd_plot_distort(args) -> None:
@@ -265,6 +282,12 @@ def cmd_evaluate(args) -> None:
         evaluate.report(config, args.predictions, args.baseline_tables or [])
 
 
+def cmd_resources(args) -> None:
+    from miqd.resources import report
+
+    print(report(args.outdir, args.profile), end="")
+
+
 def cmd_score(args) -> None:
     from miqd.train import files, score
 
@@ -280,7 +303,7 @@ def cmd_score(args) -> None:
     from miqd.devices import resolve_device
 
     score.run(args.path, checkpoint, args.format, args.out, args.annotate, args.recursive,
-              resolve_device(args.device, "--device"), args.batch_size, args.skip_errors)
+              resolve_device(args.device, "--device"), args.batch_size, args.skip_errors, args.trust_pickle)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -317,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", required=True, help="the shard's roi table")
     p.add_argument("--manifest", required=True, help="Parquet manifest to write")
     p.add_argument("--levels", required=True, help="Parquet table of severity candidates to write")
+    p.add_argument("--seal", help="the shard's seal to write last: every file written, with its size")
     p.add_argument("--workers", type=int, default=1, help="processes (sources run in parallel)")
     p.set_defaults(func=cmd_distort)
 
@@ -336,8 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="the model registry: check | list | fetch")
     p.add_argument("action", choices=["check", "list", "fetch"],
                    help="check: build every model and load its weights on the CPU (run before any "
-                        "GPU job); list: print the registry; fetch: download hub/url weights")
-    p.add_argument("--registry", default="config/models_demo.yaml")
+                        "GPU job); list: print the registry; fetch: download hub/url weights and the "
+                        "mmdetection sources projects/ entries need (where the internet is reachable)")
+    p.add_argument("--registry", required=True,
+                   help="the registry file, e.g. config/models.yaml (full scale) or config/models_demo.yaml")
     p.add_argument("--task", choices=["cls", "det", "ins"], help="only this task's models")
     p.set_defaults(func=cmd_models)
 
@@ -353,10 +379,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("export-labels", help="labels as upstream MIQD-2.5M CSV files (<id>_mmos.csv, ...)")
-    p.add_argument("--task", required=True, choices=["cls", "det", "ins"])
-    p.add_argument("--out", required=True, help="the labels/ folder to fill")
-    p.add_argument("labels", nargs="+", help="label tables")
+    p.add_argument("--task", choices=["cls", "det", "ins"])
+    p.add_argument("--out", required=True, help="the labels/ folder to fill (with --additional-info: the file)")
+    p.add_argument("--additional-info", metavar="ANNOTATIONS",
+                   help="instead: copy these COCO annotations to --out (miqa_det/additional_info/)")
+    p.add_argument("labels", nargs="*", help="label tables")
     p.set_defaults(func=cmd_export_labels)
+
+    p = sub.add_parser(
+        "compare-labels", help="our labels beside the published MIQD-2.5M's: SRCC/PLCC and a scatter plot",
+        description="Compare the labels of a run (its label tables) with the published MIQD-2.5M labels of the "
+                    "same images: SRCC and PLCC per task and label type, per corruption and region type. Writes "
+                    "<outdir>/compare/labels.{csv,md,png}.",
+        epilog="example: miqd compare-labels --outdir results/miqd25m --published /data/MIQD-2.5M")
+    p.add_argument("--published", required=True, help="root of the published MIQD-2.5M (miqa_cls/, miqa_det/, ...)")
+    p.add_argument("--outdir", required=True, help="the run's outdir (its label/ tables)")
+    p.add_argument("--tasks", nargs="+", choices=["cls", "det", "ins"], help="default: every task with labels")
+    p.set_defaults(func=cmd_compare_labels)
 
     p = sub.add_parser("validate", help="label validation trials of one task (paper Table 4)")
     _config_arg(p)
@@ -388,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", nargs="*", default=[], choices=["cls", "det", "ins"], help="tasks with labels")
     p.add_argument("--validated", action="store_true", help="include the label-validation table")
     p.add_argument("--runs", nargs="*", default=[], help="training runs to show (curves and evaluation)")
+    p.add_argument("--compared", action="store_true", help="include regenerated vs published labels")
     p.add_argument("--out", required=True, help="HTML file to write")
     p.set_defaults(func=cmd_report)
 
@@ -450,7 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="an image file or a folder of images")
     p.add_argument("--task", choices=["cls", "det", "ins"], default="cls",
                    help="whose quality: picks the run of that task from the config (default cls)")
-    p.add_argument("--checkpoint", help="a model.pt from `miqd train` (default: the config's run of --task)")
+    p.add_argument("--checkpoint", help="a model.pt from `miqd train` or a published MIQA checkpoint "
+                   "(miqa_<model>_<task>_<label>_metric.pth.tar) (default: the config's run of --task)")
     p.add_argument("--config", default="config/config.yaml", help="config naming the runs (default: the demo)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--out", help="write the scores to this file instead of printing them")
@@ -460,6 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--skip-errors", action="store_true",
                    help="exit 0 even if some images cannot be read (they are listed either way)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="load a checkpoint that holds pickled Python objects (only for a file you trust: "
+                        "unpickling can run code); by default only tensors and plain data are loaded")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("check-config", help="validate a config file against the schema")
@@ -470,6 +514,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "weights) before running anything")
     p.add_argument("--config", required=True, help="a config file, or its JSON")
     p.set_defaults(func=cmd_preflight)
+
+    p = sub.add_parser("resources", help="SLURM mem_mb/runtime per rule from the jobs Snakemake measured "
+                       "(logs/benchmarks of a run)")
+    p.add_argument("--outdir", default="results", help="the run's output folder (default: results)")
+    p.add_argument("--profile", help="a profile (folder or config.yaml) whose set-resources to show beside")
+    p.set_defaults(func=cmd_resources)
     return parser
 
 

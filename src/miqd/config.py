@@ -100,11 +100,12 @@ def validate(config: dict, whole_workflow: bool = True) -> dict:
 
 
 def _check_semantics(config: dict, whole_workflow: bool) -> None:
-    if whole_workflow and not config["sources"]:
+    if whole_workflow and not config["sources"] and config["train"]["source"] != "published":
         raise ConfigError(
             "invalid config: key sources: no source dataset is configured. A --configfile replaces the "
             "default config rather than adding to it, so an override file on its own has none: give the "
-            "base config first, e.g. --configfile config/config.yaml my-overrides.yaml"
+            "base config first, e.g. --configfile config/config.yaml my-overrides.yaml (to train on the published "
+            "MIQD-2.5M without sources: config/published.yaml)"
         )
     known = available_corruptions()
     for i, name in enumerate(config["distort"]["corruptions"]):
@@ -249,7 +250,7 @@ _STAGE_KEYS = {
     "label": ("outdir", "label"),
     "validate": ("seed", "label", "validate"),
     "split": ("seed", "split"),
-    "report": ("outdir", "sources"),
+    "report": ("outdir", "sources", "compare"),
     "train": ("outdir", "max_source_pixels", "seed", "sources", "label", "train"),
     "evaluate": ("outdir", "max_source_pixels", "seed", "sources", "label", "train", "evaluate"),
 }

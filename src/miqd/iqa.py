@@ -175,7 +175,7 @@ def create_metric(name: str, weights: str | dict | None = None, device: str = "c
 
 def _load_checkpoint(net, info: MetricInfo, weights: dict, path: Path, key: str) -> None:
     from miqd.models.registry import ModelSpec
-    from miqd.models.weights import _fit_report, load_state_dict
+    from miqd.models.weights import fit_report, load_state_dict
 
     spec = ModelSpec(id=key, task="iqa", backend="pyiqa", arch=info.name, weights=dict(weights),
                      benchmark=0.0, group="select")
@@ -185,7 +185,7 @@ def _load_checkpoint(net, info: MetricInfo, weights: dict, path: Path, key: str)
             sd = sd[wrapper]
             break
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    report = _fit_report(net.state_dict(), sd)
+    report = fit_report(net.state_dict(), sd)
     if report:
         raise InputError(
             f"{key}: checkpoint {path} does not fit {info.name} ({report}); it must be pyiqa's "

@@ -83,6 +83,18 @@ def source_copy_relpath(dataset: str, image_id: str, suffix: str) -> str:
     return f"{DATASET_FOLDER[dataset]}/src_images/{image_id}{suffix}"
 
 
+def source_alias_relpath(dataset: str, image_id: str, suffix: str) -> str | None:
+    """MIQA's det/ins loaders look for `src_images/<id>.jpg`: for another suffix, a link by that name."""
+    if dataset != "coco" or suffix.lower() == ".jpg":
+        return None
+    return f"{DATASET_FOLDER[dataset]}/src_images/{image_id}.jpg"
+
+
+def additional_info(outdir: str) -> str:
+    """The COCO annotations where MIQA's det/ins loaders look for them."""
+    return str(Path(outdir) / DATASET_FOLDER["coco"] / "additional_info" / "instances_val2017.json")
+
+
 def shard_ids(n_shards: int) -> list[str]:
     width = max(3, len(str(n_shards - 1)))
     return [f"{k:0{width}d}" for k in range(n_shards)]
@@ -102,6 +114,11 @@ def roi_mask(outdir: str, dataset: str, image_id: str) -> str:
 
 def distort_manifest(outdir: str, dataset: str, shard: str) -> str:
     return str(Path(outdir) / "distort" / dataset / f"shard-{shard}.parquet")
+
+
+def distort_seal(outdir: str, dataset: str, shard: str) -> str:
+    """Every file the shard's distort job wrote, with its size (its PNGs are not rule outputs)."""
+    return str(Path(outdir) / "distort" / dataset / f"shard-{shard}.files.tsv")
 
 
 def distort_levels(outdir: str, dataset: str, shard: str) -> str:
@@ -162,6 +179,17 @@ def split_upstream(outdir: str, dataset: str) -> dict[str, str]:
     return {s: str(Path(outdir) / "split" / f"{stem}_{s}.csv") for s in ("train", "val")}
 
 
+def compare_outputs(outdir: str) -> dict[str, str]:
+    """Our labels beside the published MIQD-2.5M's (`miqd compare-labels`)."""
+    base = Path(outdir) / "compare"
+    return {"csv": str(base / "labels.csv"), "md": str(base / "labels.md"), "png": str(base / "labels.png")}
+
+
+def outdir_of_compare(csv_path: str) -> str:
+    """`compare_outputs` inverted: the outdir whose label tables a comparison reads."""
+    return str(Path(csv_path).parents[1])
+
+
 def report_html(outdir: str) -> str:
     return str(Path(outdir) / "report" / "index.html")
 
@@ -177,3 +205,12 @@ def evaluate_dir(outdir: str, run: str) -> str:
 
 def log_path(outdir: str, stage: str, name: str) -> str:
     return str(Path(outdir) / "logs" / stage / f"{name}.log")
+
+
+def benchmark_path(outdir: str, rule: str, name: str) -> str:
+    """Snakemake's measurement of one job (wall time, peak memory); `miqd resources` reads them."""
+    return str(Path(outdir) / "logs" / "benchmarks" / rule / f"{name}.tsv")
+
+
+def benchmark_files(outdir: str) -> list[Path]:
+    return sorted((Path(outdir) / "logs" / "benchmarks").glob("*/*.tsv"))

@@ -157,3 +157,26 @@ def mmos_heatmap_figure(table: pd.DataFrame, task: str, path: str) -> None:
     fig.tight_layout(rect=(0, 0, 0.94, 1))
     fig.colorbar(image, cax=fig.add_axes((0.95, 0.15, 0.01, 0.7)), label="mean label")
     save_figure(fig, path)
+
+
+def label_agreement_figure(joined: dict[str, pd.DataFrame], table: pd.DataFrame, path: str) -> None:
+    """Our labels (x) against the published ones (y), one row per task, one column per label type."""
+    labels = ("consistency", "accuracy", "composite")
+    fig, axes = plt.subplots(len(joined), 3, figsize=(12, 3.8 * len(joined)), squeeze=False)
+    for row, (task, frame) in zip(axes, joined.items(), strict=True):
+        for ax, label in zip(row, labels, strict=True):
+            for region, colour in REGION_COLOURS.items():
+                part = frame[frame["region_type"] == region]
+                ax.scatter(part[label], part[f"published_{label}"], s=4, alpha=0.4, color=colour, label=region,
+                           rasterized=True)
+            ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+            r = table[(table.task == task) & (table.label == label) & (table.by == "all")].iloc[0]
+            ax.set_title(f"{TASK_TITLES.get(task, task)}: {label}\nSRCC {r.srcc:.3f}  PLCC {r.plcc:.3f}  "
+                         f"({int(r.n)} images)", fontsize=9)
+            ax.set_xlabel("regenerated (miqd)")
+            ax.set_ylabel("published")
+            ax.set_xlim(-0.02, 1.02)
+            ax.set_ylim(-0.02, 1.02)
+    axes[0][0].legend(fontsize=7, markerscale=3)
+    fig.tight_layout()
+    save_figure(fig, path)

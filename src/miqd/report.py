@@ -82,16 +82,17 @@ def _markdown(text: str) -> str:
 
 
 def build(outdir: str, datasets: list[str], tasks: dict[str, list[str]], validated: bool, out_path: str,
-          train_runs: list[str] | None = None) -> None:
-    """`tasks`: {task: its shard ids}; `train_runs`: the stage-8 runs whose curves and evaluation to show."""
+          train_runs: list[str] | None = None, compared: bool = False) -> None:
+    """`tasks`: {task: its shard ids}; `train_runs`: the stage-8 runs whose curves and evaluation to show;
+    `compared`: show the regenerated-vs-published label comparison (`miqd compare-labels`)."""
     with tempfile.TemporaryDirectory() as tmp:  # the page embeds its figures: no other output files
-        page = _page(outdir, datasets, tasks, validated, train_runs, Path(tmp))
+        page = _page(outdir, datasets, tasks, validated, train_runs, Path(tmp), compared)
     write_text(out_path, page)
     log.info("report: %s", out_path)
 
 
 def _page(outdir: str, datasets: list[str], tasks: dict[str, list[str]], validated: bool,
-          train_runs: list[str] | None, fig_dir: Path) -> str:
+          train_runs: list[str] | None, fig_dir: Path, compared: bool = False) -> str:
     parts = [f"<h1>miqd run: {html.escape(outdir)}</h1>"]
 
     parts.append("<h2>Distortions</h2>")
@@ -136,6 +137,17 @@ def _page(outdir: str, datasets: list[str], tasks: dict[str, list[str]], validat
         notes = [ln[2:] for ln in Path(files["md"]).read_text().splitlines() if ln.startswith("- ")]
         parts.append("<h2>Label validation (paper Table 4)</h2>" + _table(table)
                      + "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes) + _img(files["plot"], "trials"))
+
+    if compared:
+        files = layout.compare_outputs(outdir)
+        table = pd.read_csv(files["csv"])
+        notes = [ln[2:] for ln in Path(files["md"]).read_text().splitlines() if ln.startswith("- ")]
+        parts.append("<h2>Regenerated vs published labels</h2>"
+                     + "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
+                     + _table(table[table["by"] == "all"].drop(columns=["by", "group"]), "{:.4f}")
+                     + "<p>Per corruption and region type (composite).</p>"
+                     + _table(table[(table["by"] != "all") & (table["label"] == "composite")], "{:.4f}")
+                     + _img(files["png"], "ours vs published"))
 
     parts.append("<h2>Train / val splits</h2>")
     for dataset in datasets:

@@ -4,11 +4,17 @@ Opt in with MIQD_TEST_REFERENCE=1 (CI does). The reference code is looked for in
 $MIQD_REFERENCE_DIR, else in `shared/reference` beside the checkout (or beside one of its parent
 folders); without it, or without the opt-in, the conformance tests skip and say why.
 
-What the reference needs and the project does not (Wand and ImageMagick's MagickWand library for
-motion blur, piq for the level-selection metrics) goes into a separate virtual environment under
+What the reference needs and the project does not goes into a separate virtual environment under
 ~/.cache/miqd/reference/, never into the project's: that environment sees the project's packages
-through a .pth file (so both run the same NumPy, SciPy, OpenCV, Pillow and scikit-image) and adds
-its own on top. ImageMagick comes from Debian, installed only when opted in and running as root.
+through a .pth file (so both run the same NumPy, SciPy, OpenCV, Pillow, torch and timm) and adds
+its own on top:
+- the generator: Wand and ImageMagick's MagickWand library (motion blur), piq (level-selection
+  metrics). ImageMagick comes from Debian, installed only when opted in and running as root.
+- MIQA: mmsegmentation (its region encoder is mmseg's VisionTransformer; MIQA's requirements.txt
+  says `mmseg==1.3.0`, but the package that provides `mmseg` is mmsegmentation, 1.2.2 its last
+  release) with the text utilities its model zoo imports, and gdown, which its inference script
+  imports. mmsegmentation needs mmcv with compiled ops: the project's mmdet extra
+  (`make mmdet`) provides it.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 GENERATOR_PACKAGES = ["Wand==0.7.2", "piq==0.8.0"]
 MAGICKWAND_DEBIAN = "libmagickwand-6.q16-6"
+MIQA_PACKAGES = ["mmsegmentation==1.2.2", "ftfy==6.3.1", "regex==2026.11.19", "wcwidth==0.9.4", "gdown==5.2.0",
+                 "beautifulsoup4==4.15.0", "soupsieve==4.1.3"]
 
 
 class Unavailable(RuntimeError):
@@ -92,8 +100,11 @@ def environment(packages: list[str], name: str) -> Path:
     return python
 
 
-class Generator:
-    """The MIQD-2.5M generator (`miqd25m_generator/`), one harness call per operation."""
+class Reference:
+    """Reference code run through a harness script, one call per operation."""
+
+    harness = ""
+    label = ""
 
     def __init__(self, python: Path, code: Path):
         self.python, self.code = python, code
@@ -105,11 +116,23 @@ class Generator:
             path.write_text(json.dumps(req))
             env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                        OPENBLAS_NUM_THREADS="1")
-            proc = subprocess.run([str(self.python), str(HERE / "generator_harness.py"), str(self.code),
-                                   str(path)], capture_output=True, text=True, env=env)
+            proc = subprocess.run([str(self.python), str(HERE / self.harness), str(self.code), str(path)],
+                                  capture_output=True, text=True, env=env)
             if proc.returncode != 0:
-                raise RuntimeError(f"the generator's {op} failed:\n{proc.stderr[-4000:]}")
+                raise RuntimeError(f"{self.label}'s {op} failed:\n{proc.stderr[-4000:]}")
             return json.loads(Path(req["result"]).read_text())
+
+
+class Generator(Reference):
+    """The MIQD-2.5M generator (`miqd25m_generator/`)."""
+
+    harness, label = "generator_harness.py", "the generator"
+
+
+class Miqa(Reference):
+    """MIQA (`miqa/`): its dataset classes, models, checkpoint format and inference."""
+
+    harness, label = "miqa_harness.py", "MIQA"
 
 
 def generator() -> Generator:
@@ -121,3 +144,17 @@ def generator() -> Generator:
                           "holding miqd25m_generator/")
     _magickwand()
     return Generator(environment(GENERATOR_PACKAGES, "generator"), code)
+
+
+def miqa() -> Miqa:
+    """MIQA, ready to call; `Unavailable` with the reason where it cannot run."""
+    _require_opt_in()
+    code = reference_dir() / "miqa"
+    if not (code / "models" / "RA_MIQA.py").is_file():
+        raise Unavailable(f"MIQA is not at {code}; set MIQD_REFERENCE_DIR to the folder holding miqa/")
+    try:
+        import mmcv.ops  # noqa: F401
+    except Exception as err:  # noqa: BLE001 - whatever stops it, the reason is the same
+        raise Unavailable(f"MIQA's region encoder needs mmcv with compiled ops ({type(err).__name__}: {err}); "
+                          "install the mmdet extra (`make mmdet`, or MIQD_WITH_MMDET=1 make test)") from None
+    return Miqa(environment(MIQA_PACKAGES, "miqa"), code)

@@ -31,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 
 from miqd import layout
+from miqd.distort import seal
 from miqd.distort.blend import BlendSettings, blend, soft_mask
 from miqd.distort.corruptions import get_corruption
 from miqd.distort.levels import SeverityScheme, Streams, compute_levels
@@ -165,6 +166,9 @@ def expected_outputs(job: SourceJob) -> list[Path]:
     ]
     suffix = Path(job.image_path).suffix
     paths.append(out / layout.source_copy_relpath(job.dataset, job.image_id, suffix))
+    alias = layout.source_alias_relpath(job.dataset, job.image_id, suffix)
+    if alias:
+        paths.append(out / alias)
     return paths
 
 
@@ -222,6 +226,13 @@ def process_source(job: SourceJob) -> tuple[list[dict], list[dict]]:
     tmp = copy.with_name(f".{copy.name}.tmp")
     shutil.copyfile(job.image_path, tmp)
     tmp.replace(copy)
+    alias = layout.source_alias_relpath(job.dataset, job.image_id, suffix)
+    if alias:
+        link = outdir / alias
+        tmp = link.with_name(f".{link.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(copy.name)
+        tmp.replace(link)
     return rows, level_rows
 
 
@@ -261,7 +272,12 @@ def run(
     outdir: str,
     settings: DistortSettings,
     workers: int = 1,
+    seal_path: str | None = None,
 ) -> pd.DataFrame:
+    """The shard's PNGs, manifest and levels, then (last) its seal, which vouches for the PNGs."""
+    tables = [t for t in (seal_path, levels_path, manifest_path) if t]
+    if seal_path:
+        Path(seal_path).unlink(missing_ok=True)
     jobs = source_jobs(select_path, roi_path, dataset, outdir, settings)
     _validate(jobs)
     n = len(jobs)
@@ -289,8 +305,10 @@ def run(
         write_table(levels_path, pa.Table.from_pylist(level_rows, schema=LEVELS_SCHEMA))
         table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
         write_table(manifest_path, table)
+        if seal_path:
+            seal.write(seal_path, outdir, [p for job in jobs for p in expected_outputs(job)])
     except BaseException:
-        _remove_outputs(jobs, [levels_path, manifest_path])
+        _remove_outputs(jobs, tables)
         raise
     return table.to_pandas()
 

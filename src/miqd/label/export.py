@@ -1,10 +1,13 @@
-"""Labels in the published MIQD-2.5M layout, so the upstream RA-MIQA data loaders can read them.
+"""Labels in the published MIQD-2.5M layout, so MIQA's own data loaders read them unchanged.
 
-- cls: `miqa_cls/labels/<source id>_mmos.csv`, one row per distorted image: `dist_images`,
+- cls: `miqa_cls/labels/<source id>_mmos.csv`, one row per distorted image: `dist_images` (the
+  image's path under `images/`, `<id>/<file>`, which MIQA's cls loader joins to `images/`),
   `weighted_consistency`, `weighted_accuracy` (the MMOS), and the unweighted `mean_*` / `std_*` over
   the models.
 - det / ins: `miqa_det/labels/<id>_accuracy.csv` and `<id>_consistency.csv` (ins: `miqa_ins/labels/`),
-  columns `filename, AP_weighted_avg`.
+  columns `filename, AP_weighted_avg` (the loaders look for the file in `images/<id>/`). They also
+  need `miqa_det/additional_info/instances_val2017.json` (`additional_info`) and
+  `src_images/<id>.jpg` (the distort stage writes it, a link where the source is not a JPEG).
 - `PROVENANCE.txt` beside them: which models and weights (α, λ) made the labels, and whether any
   had random weights, so an exported folder cannot pass for the published database by mistake.
 """
@@ -37,10 +40,11 @@ def export(task: str, label_paths: list[str], folder: str) -> int:
     for path in label_paths:
         table = pq.read_table(path).to_pandas()
         names = table["path"].map(lambda p: Path(p).name)
+        under_images = table["path"].map(lambda p: p.split("/images/", 1)[1])
         for image_id, rows in table.groupby("image_id", sort=False):
             files = names[rows.index]
             if task == "cls":
-                out = pd.DataFrame({"dist_images": files.to_numpy(),
+                out = pd.DataFrame({"dist_images": under_images[rows.index].to_numpy(),
                                     "weighted_consistency": rows["consistency"].to_numpy(),
                                     "weighted_accuracy": rows["accuracy"].to_numpy()})
                 for kind in ("consistency", "accuracy"):
@@ -63,10 +67,23 @@ def _provenance(task: str, label_path: str, folder: str) -> None:
     meta = pq.read_schema(label_path).metadata or {}
     alpha = json.loads(meta.get(b"miqd.alpha", b"{}"))
     random = json.loads(meta.get(b"miqd.random_models", b"[]"))
+    lam = json.loads(meta.get(b"miqd.lambda", b"null"))
     lines = [f"MMOS labels of task {task}, made by miqd (label tables under label/{task}/).",
-             f"lambda (composite = lambda * consistency + (1 - lambda) * accuracy): "
-             f"{json.loads(meta.get(b'miqd.lambda', b'null'))}",
+             f"lambda (composite = lambda * consistency + (1 - lambda) * accuracy): {lam}",
              "models and their weights alpha:"] + [f"  {m}: {a:.6f}" for m, a in alpha.items()]
+    lines.append("The files hold consistency and accuracy; MIQA's data loaders compute the composite themselves "
+                 "as 0.5 * consistency + 0.5 * accuracy" + (
+                     "." if lam == 0.5 else
+                     f", not with this run's lambda {lam}: their composite differs from miqd's label tables."))
     if random:
         lines.append(f"WARNING: models {', '.join(random)} had RANDOM weights: these labels are NOT real.")
     write_text(Path(folder) / "PROVENANCE.txt", "\n".join(lines) + "\n")
+
+
+def additional_info(annotations: str, out_path: str) -> None:
+    """The COCO annotations the labels were made with, where MIQA's det/ins loaders read them."""
+    from miqd.sources import read_coco
+
+    read_coco(annotations)  # a valid COCO file, or a clear error
+    write_text(out_path, Path(annotations).read_text())
+

@@ -1,18 +1,15 @@
-"""`miqd models check | list | fetch`: the registry before any GPU time is spent.
+"""`miqd models check | list`: the registry before any GPU time is spent (fetch: fetch.py).
 
-`check` first looks, without building anything, for every model's checkpoint and backend, so a
-registry that cannot run (weights not fetched, mmdet not installed) fails in seconds and names
-all of them; then it builds every model on the CPU with its weights loaded (architecture known,
+`check` first looks, without building anything, for every model's checkpoint and backend (and an
+mmdet model's config file and custom imports), so a registry that cannot run (weights or sources
+not fetched, mmdet not installed) fails in seconds and names all of them; then it builds every model on the CPU with its weights loaded (architecture known,
 checkpoint of the right shape, label space mappable to ImageNet-1k or COCO) and runs it once on
 a small image. It reports every problem, not only the first, and exits non-zero if any.
 """
 
 from __future__ import annotations
 
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 
@@ -37,12 +34,13 @@ def preflight(specs: list[ModelSpec]) -> dict[str, str]:
         except InputError as err:
             found.append(str(err))
         if spec.backend == "mmdet":
-            from miqd.models.backends.mmdet_backend import require_mmdet
+            from miqd.models.backends.mmdet_backend import config_problems, require_mmdet
 
             try:
                 require_mmdet()
             except InputError as err:
                 found.append(f"model {spec.id!r}: {err}")
+            found += config_problems(spec)
         if found:
             problems[spec.id] = "; ".join(found)
     return problems
@@ -84,38 +82,3 @@ def list_models(registry: str, task: str | None = None) -> int:
         weights = s.weights if isinstance(s.weights, str) else ", ".join(f"{k}={v}" for k, v in s.weights.items())
         print(f"{s.id:32s} {s.task:4s} {s.backend:11s} {s.benchmark:9.2f} {s.group:20s} {weights}")
     return 0
-
-
-def fetch(registry: str, task: str | None = None) -> int:
-    """Download hub and url weights into the local caches (needs the internet; jobs never do)."""
-    from miqd.models.weights import weights_cache
-
-    failures = 0
-    for spec in _select(registry, task):
-        w = spec.weights
-        if not isinstance(w, dict) or not ({"hub", "url"} & set(w)):
-            continue
-        try:
-            if "hub" in w:
-                from huggingface_hub import hf_hub_download
-
-                for name in ("model.safetensors", "pytorch_model.bin"):
-                    try:
-                        path = hf_hub_download(w["hub"], name)
-                        break
-                    except Exception:  # noqa: BLE001 - try the next file name
-                        path = None
-                if path is None:
-                    raise OSError(f"no model.safetensors or pytorch_model.bin in hub repo {w['hub']}")
-            else:
-                path = weights_cache() / Path(w["url"]).name
-                if not path.is_file():
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = path.with_suffix(path.suffix + ".part")
-                    urllib.request.urlretrieve(w["url"], tmp)
-                    tmp.replace(path)
-            print(f"{spec.id:32s} {path}")
-        except OSError as err:
-            failures += 1
-            print(f"{spec.id:32s} ERROR: {err}", file=sys.stderr)
-    return 2 if failures else 0

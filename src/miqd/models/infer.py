@@ -6,6 +6,11 @@ the exact image it came from: its `sha256` is the hash of the file's bytes as th
 (and must equal the distort manifest's, else the file changed since it was written), and the
 file's run fingerprint covers the model, the device, the precision and the memory layout.
 
+Each model runs the decoded batch in forward passes of its own batch size (registry `batch_size`,
+default `infer.batch_size`). A CUDA out-of-memory does not fail the job: the pass is retried in
+halves down to one image, the model keeps the size that worked for the rest of the job, and that
+size is logged and recorded in the prediction file's metadata (`miqd.run`).
+
 A job therefore computes exactly what is missing: for each model, the images whose (key, hash)
 has no row made with the current run fingerprint, in its finished file or in the chunk files a
 killed job left. Everything else is reused, and rows of images the shard no longer holds are
@@ -66,8 +71,12 @@ class InferSettings:
     def fingerprint(self, spec: ModelSpec) -> str:
         return P.run_fingerprint(spec, self.device, self.precision, self.channels_last)
 
-    def how(self, spec: ModelSpec) -> dict:
-        return {"device": self.device, "precision": self.precision, "channels_last": self.channels_last}
+    def how(self, spec: ModelSpec, batch_size: int | None = None) -> dict:
+        how = {"device": self.device, "precision": self.precision, "channels_last": self.channels_last}
+        return how | ({"batch_size": batch_size} if batch_size else {})
+
+    def model_batch(self, spec: ModelSpec) -> int:
+        return spec.batch_size or self.batch_size
 
 
 def shard_images(select_path: str, manifest_path: str, outdir: str) -> pd.DataFrame:
@@ -172,6 +181,7 @@ class ModelWork:
     known: list[pa.Table]  # reusable tables
     where: dict[tuple, tuple[int, int]]  # (key, hash) -> (table, row)
     needed: np.ndarray  # bool per shard image: no current row yet
+    batch: int = 1  # images per forward pass; halved on out-of-memory
 
     def chunk_path(self, number: int) -> Path:
         return self.partial / f"chunk-{number:05d}.parquet"
@@ -188,7 +198,7 @@ def _plan(task: str, spec: ModelSpec, images: pd.DataFrame, output: Path, settin
     wanted = list(zip(images.image_id, images.corruption, images.roi_level.astype(int), images.bg_level.astype(int),
                       images.sha256, strict=True))
     needed = np.array([k not in where for k in wanted], bool)
-    return ModelWork(spec, fp, output, partial, known, where, needed)
+    return ModelWork(spec, fp, output, partial, known, where, needed, settings.model_batch(spec))
 
 
 def run(task: str, shard: str, specs: list[ModelSpec], select_path: str, manifest_path: str,
@@ -230,12 +240,13 @@ def _predict(task: str, images: pd.DataFrame, work: list[ModelWork], predictors:
     from torch.utils.data import DataLoader
 
     union = np.flatnonzero(np.logical_or.reduce([w.needed for w in work]))
-    size = max(settings.chunk_size, settings.batch_size)
+    decode = max([settings.batch_size] + [w.batch for w in work])  # every model gets its full batch
+    size = max(settings.chunk_size, decode)
     chunks = [union[i:i + size] for i in range(0, len(union), size)]
     first = {w.spec.id: 1 + max([int(p.stem.split("-")[1]) for p in w.partial.glob("chunk-*.parquet")] + [-1])
              for w in work}
-    batches = [(c, chunk[b:b + settings.batch_size].tolist()) for c, chunk in enumerate(chunks)
-               for b in range(0, len(chunk), settings.batch_size)]
+    batches = [(c, chunk[b:b + decode].tolist()) for c, chunk in enumerate(chunks)
+               for b in range(0, len(chunk), decode)]
     loader = DataLoader(ImageFiles(images["file"].tolist(), images["sha256"].tolist()),
                         batch_sampler=[b for _, b in batches], num_workers=settings.workers,
                         collate_fn=_collate,
@@ -249,7 +260,8 @@ def _predict(task: str, images: pd.DataFrame, work: list[ModelWork], predictors:
             if not mine:
                 continue
             t = time.perf_counter()
-            preds = predictors[w.spec.id].predict([img for _, img in mine])
+            preds, w.batch = predict_in_batches(predictors[w.spec.id], [img for _, img in mine], w.batch,
+                                                w.spec.id, settings.device)
             seconds[w.spec.id] += time.perf_counter() - t
             pending[w.spec.id].append(_rows(task, images.iloc[[i for i, _ in mine]], preds, [img for _, img in mine]))
         processed += len(batch)
@@ -258,13 +270,51 @@ def _predict(task: str, images: pd.DataFrame, work: list[ModelWork], predictors:
                 if pending[w.spec.id]:
                     parts = pending[w.spec.id]
                     cols = {k: [v for part in parts for v in part[k]] for k in parts[0]}
-                    table = pa.table(cols, schema=P.schema(task, w.spec, w.fingerprint, settings.how(w.spec)))
+                    how = settings.how(w.spec, w.batch)
+                    table = pa.table(cols, schema=P.schema(task, w.spec, w.fingerprint, how))
                     write_table(w.chunk_path(first[w.spec.id] + c), table)
                     pending[w.spec.id] = []
             elapsed = time.perf_counter() - start
             log.info("chunk %d/%d done: %d of %d images in %.0fs (%.1f images/s); per model s/image: %s",
                      c + 1, len(chunks), processed, len(union), elapsed, processed / elapsed,
                      ", ".join(f"{sid} {seconds[sid] / max(processed, 1):.3f}" for sid in seconds))
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """A CUDA (or other accelerator) allocation failure, as torch raises it."""
+    import torch
+
+    return isinstance(err, torch.OutOfMemoryError) or (isinstance(err, RuntimeError) and "out of memory" in str(err))
+
+
+def predict_in_batches(predictor, images: list[np.ndarray], batch: int, model_id: str,
+                       device: str) -> tuple[list[dict], int]:
+    """Predictions of `images` in forward passes of at most `batch`; a pass that runs out of memory
+    is retried in halves down to one image. Returns them and the batch size that worked."""
+    import torch
+
+    out: list[dict] = []
+    i = 0
+    while i < len(images):
+        part = images[i:i + batch]
+        try:
+            out.extend(predictor.predict(part))
+        except Exception as err:
+            if not is_out_of_memory(err):
+                raise
+            if batch == 1:
+                raise InputError(f"model {model_id!r}: out of memory on {device} with one image per forward "
+                                 f"pass; it does not fit this device (a smaller preprocess.size, or a larger "
+                                 f"card)") from None
+            del err
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            log.warning("model %s: out of memory on %s with %d images per forward pass; retrying with %d "
+                        "(kept for the rest of the job)", model_id, device, batch, batch // 2)
+            batch //= 2
+            continue
+        i += len(part)
+    return out, batch
 
 
 def _finish(task: str, w: ModelWork, images: pd.DataFrame, settings: InferSettings) -> None:
@@ -280,7 +330,7 @@ def _finish(task: str, w: ModelWork, images: pd.DataFrame, settings: InferSettin
     missing = [k for k in wanted if k not in where]
     if missing:  # pragma: no cover - _predict wrote them
         raise RuntimeError(f"model {w.spec.id}: no prediction for {len(missing)} images after predicting")
-    schema = P.schema(task, w.spec, w.fingerprint, settings.how(w.spec))
+    schema = P.schema(task, w.spec, w.fingerprint, settings.how(w.spec, w.batch if w.needed.any() else None))
     if found and found[0][0] == w.output and P.keys_and_hashes(tables[0]) == wanted:
         shutil.rmtree(w.partial, ignore_errors=True)  # the finished file is already exactly current
         return

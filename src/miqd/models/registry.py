@@ -32,6 +32,7 @@ class ModelSpec:
     preprocess: dict = field(default_factory=dict)
     score_threshold: float = 0.05
     max_detections: int = 100
+    batch_size: int | None = None
     label_map: dict | None = None
     options: dict | None = None
     paper_name: str | None = None
@@ -72,6 +73,7 @@ def load_registry(source: str | Path) -> list[ModelSpec]:
         raise ConfigError(f"model registry {path} is not a mapping with a `models` list")
     check_schema(data, "models", f"model registry {path}")
     specs = []
+    defaults = data.get("groups", {})
     seen: dict[str, int] = {}
     for i, entry in enumerate(data["models"]):
         if entry["id"] in seen:
@@ -85,7 +87,13 @@ def load_registry(source: str | Path) -> list[ModelSpec]:
                 f"invalid model registry {path}: model {entry['id']!r} sets options, which only the "
                 f"torchvision backend takes (its builder's keyword arguments); remove them"
             )
-        specs.append(ModelSpec(group=entry.pop("group", entry["id"]), **entry))
+        group = entry.pop("group", entry["id"])
+        entry.setdefault("batch_size", defaults.get(group, {}).get("batch_size"))
+        specs.append(ModelSpec(group=group, **entry))
+    unknown = sorted(set(defaults) - {s.group for s in specs})
+    if unknown:
+        raise ConfigError(f"invalid model registry {path}: groups names {', '.join(unknown)}, which no "
+                          f"model is in (a typo? groups: {', '.join(sorted({s.group for s in specs}))})")
     return specs
 
 

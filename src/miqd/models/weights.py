@@ -14,6 +14,7 @@ Key maps translate state dicts saved by other code bases into the backend's name
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,29 +75,66 @@ def _hub_file(spec: ModelSpec, repo_id: str) -> Path:
     )
 
 
-def load_state_dict(spec: ModelSpec, path: Path) -> dict:
+def load_state_dict(spec: ModelSpec, path: Path, key: str | None = None) -> dict:
     """A flat state dict from a .safetensors / .pth / .pt file, unwrapped and key-mapped."""
-    return load_checkpoint(spec, path)[0]
+    return load_checkpoint(spec, path, key)[0]
 
 
-def load_checkpoint(spec: ModelSpec, path: Path) -> tuple[dict, dict]:
-    """The state dict (as load_state_dict) and the checkpoint's `meta` ({} if none): mmdet and
-    mmengine checkpoints keep the class names the model was trained on there."""
+class NeedsPickle(InputError):
+    """The file holds pickled Python objects beyond tensors, numbers and strings."""
+
+
+def _numpy_scalars() -> list:
+    """numpy scalars and dtypes: data, not code; training scripts pickle their metrics as them."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # pragma: no cover - NumPy < 2
+        from numpy.core.multiarray import scalar
+    return [scalar, np.dtype, *[type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFDG"]]
+
+
+def torch_load(path: Path, what: str, pickled: bool = False, opt_in: str = "weights.pickled: true"):
+    """torch.load without running pickled code: tensors, containers, numbers, strings and numpy
+    scalars only (`weights_only`), unless the user opted in to unpickling (`pickled`). A file
+    that needs more is refused with a message saying so and how to opt in."""
+    import pickle
+
     import torch
 
+    if pickled:
+        return torch.load(str(path), map_location="cpu", weights_only=False)
+    try:
+        with torch.serialization.safe_globals(_numpy_scalars()):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        names = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(err))))
+        if not names:
+            raise  # not a refusal of pickled objects (garbage, a truncated file): the caller says so
+        found = ", ".join(names)
+        raise NeedsPickle(f"{what}: {path} holds pickled Python objects ({found}), which could run code when "
+                          f"loaded; miqd loads tensors only. If you trust the file, opt in with {opt_in}") from None
+
+
+def load_checkpoint(spec: ModelSpec, path: Path, key: str | None = None) -> tuple[dict, dict]:
+    """The state dict (as load_state_dict) and the checkpoint's `meta` ({} if none): mmdet and
+    mmengine checkpoints keep the class names the model was trained on there."""
+    what = key or f"model {spec.id!r}"
+    pickled = isinstance(spec.weights, dict) and spec.weights.get("pickled", False)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             sd = load_file(str(path))
         else:
-            pickled = isinstance(spec.weights, dict) and spec.weights.get("pickled", False)
-            sd = torch.load(str(path), map_location="cpu", weights_only=not pickled)
+            sd = torch_load(path, what, pickled, f"{key or 'weights'}.pickled: true")
+    except NeedsPickle:
+        raise
     except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is the same user error
         raise InputError(
-            f"model {spec.id!r}: checkpoint {path} cannot be read ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:200]}); if it holds pickled objects and you trust it, set "
-            f"weights.pickled: true"
+            f"{what}: checkpoint {path} cannot be read ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200]})"
         ) from None
     meta = sd.get("meta") if isinstance(sd, dict) and isinstance(sd.get("meta"), dict) else {}
     for key in ("state_dict", "model_state_dict", "model", "module"):
@@ -104,7 +142,10 @@ def load_checkpoint(spec: ModelSpec, path: Path) -> tuple[dict, dict]:
             sd = sd[key]
     if not isinstance(sd, dict):
         raise InputError(f"model {spec.id!r}: checkpoint {path} holds a {type(sd).__name__}, not a state dict")
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}  # DataParallel / DDP
     key_map = spec.weights.get("key_map") if isinstance(spec.weights, dict) else None
+    if key_map is None and _looks_mmseg_vit(sd):
+        key_map = "mmseg_vit"  # recognised by its keys: mmsegmentation's VisionTransformer
     if key_map:
         if key_map not in KEY_MAPS:
             raise InputError(
@@ -121,7 +162,7 @@ def load_into(model, spec: ModelSpec, state_dict: dict, path: Path, new_keys: tu
     initialised head on a pretrained backbone); every other key must match in name and shape.
     """
     expected = {k: v for k, v in model.state_dict().items() if not (new_keys and k.startswith(new_keys))}
-    result = _fit_report(expected, state_dict)
+    result = fit_report(expected, state_dict)
     if result:
         raise InputError(
             f"model {spec.id!r}: checkpoint {path} does not fit architecture {spec.arch!r} "
@@ -130,7 +171,7 @@ def load_into(model, spec: ModelSpec, state_dict: dict, path: Path, new_keys: tu
     model.load_state_dict(state_dict, strict=not new_keys)
 
 
-def _fit_report(expected: dict, given: dict) -> str:
+def fit_report(expected: dict, given: dict) -> str:
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
     wrong = [f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
@@ -193,7 +234,58 @@ def _dino(sd: dict, spec: ModelSpec) -> dict:
     return out
 
 
+def _looks_mmseg_vit(sd: dict) -> bool:
+    return any(k.endswith("layers.0.attn.attn.in_proj_weight") for k in sd)
+
+
+_MMSEG_LAYER = {"ln1": "norm1", "ln2": "norm2", "attn.attn.in_proj_weight": "attn.qkv.weight",
+                "attn.attn.in_proj_bias": "attn.qkv.bias", "attn.attn.out_proj.weight": "attn.proj.weight",
+                "attn.attn.out_proj.bias": "attn.proj.bias", "ffn.layers.0.0": "mlp.fc1", "ffn.layers.1": "mlp.fc2"}
+
+
+def mmseg_vit_to_timm(sd: dict) -> dict:
+    """mmsegmentation's VisionTransformer (a segmentor's `backbone.`, or MIQA's mask encoder) in
+    timm's names: layers.i -> blocks.i, ln1/ln2 -> norm1/norm2, the MultiheadAttention's in/out
+    projections -> attn.qkv / attn.proj, ffn -> mlp, the final ln1 -> norm. The decode head goes."""
+    out = {}
+    for key, tensor in sd.items():
+        if key.startswith("backbone."):
+            key = key[len("backbone."):]
+        elif key.startswith(("decode_head.", "auxiliary_head.")):
+            continue
+        if key.startswith("layers."):
+            _, i, rest = key.split(".", 2)
+            for old, new in _MMSEG_LAYER.items():
+                if rest == old or rest.startswith(old + "."):
+                    rest = new + rest[len(old):]
+                    break
+            key = f"blocks.{i}.{rest}"
+        elif key.startswith("ln1."):
+            key = "norm." + key[len("ln1."):]
+        elif key.startswith("patch_embed.projection."):
+            key = "patch_embed.proj." + key[len("patch_embed.projection."):]
+        out[key] = tensor
+    return out
+
+
+def _sere(sd: dict, spec: ModelSpec) -> dict:
+    """A SERE ViT checkpoint in timm's names (github.com/LUSSeg/ImageNetSegModel), read as MIQA's
+    `load_weights_by_order` reads it into its mask encoder: the blocks, patch embedding (with
+    bias), class token and position embeddings; the final norm from `fc_norm`, or, where the file
+    has none, from the last block's `norm2` (that loader's fallback, kept so its features match)."""
+    sd = _dino(sd, spec)
+    blocks = sorted({int(k.split(".")[1]) for k in sd if k.startswith("blocks.")})
+    out = {k: v for k, v in sd.items() if k.startswith(("blocks.", "patch_embed.", "cls_token", "pos_embed"))}
+    final = "fc_norm" if "fc_norm.weight" in sd else f"blocks.{blocks[-1]}.norm2" if blocks else "norm"
+    for p in ("weight", "bias"):
+        if f"{final}.{p}" in sd:
+            out[f"norm.{p}"] = sd[f"{final}.{p}"]
+    return out
+
+
 KEY_MAPS: dict[str, Callable[[dict, ModelSpec], dict]] = {
     "efficientnet_pytorch": _efficientnet_pytorch,
     "dino": _dino,
+    "mmseg_vit": lambda sd, spec: mmseg_vit_to_timm(sd),
+    "sere": _sere,
 }

@@ -47,7 +47,7 @@ class ViTFeatures:
         import torch
 
         from miqd.models.registry import ModelSpec
-        from miqd.models.weights import _fit_report, load_state_dict
+        from miqd.models.weights import fit_report, load_state_dict
 
         self.key = key
         if not timm.is_model(arch):
@@ -72,7 +72,7 @@ class ViTFeatures:
         spec = ModelSpec(id=key, task="roi", backend="timm", arch=arch,
                          weights={**weights, "key_map": "dino"}, benchmark=0.0, group="roi")
         sd = load_state_dict(spec, path)
-        report = _fit_report(model.state_dict(), sd)
+        report = fit_report(model.state_dict(), sd)
         if report:
             raise InputError(f"{key}.weights.file: checkpoint {path} does not fit {arch} ({report}); "
                              f"check {key}.arch")

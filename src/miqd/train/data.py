@@ -12,6 +12,7 @@ Both the workflow's own outputs (label shards + split table) and the published M
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,7 @@ def pipeline_samples(outdir: str, task: str, shards: list[str]) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 # the published MIQD-2.5M layout (seeds/miqd_readme.md)
 
-_PUBLISHED = {"cls": ("miqa_cls", "miqa_cls"), "det": ("miqa_det", "miqa_det"), "ins": ("miqa_det", "miqa_ins")}
+PUBLISHED_FOLDERS = {"cls": ("miqa_cls", "miqa_cls"), "det": ("miqa_det", "miqa_det"), "ins": ("miqa_det", "miqa_ins")}
 _SPLIT_CSV = {"cls": "miqa_cls_{split}.csv", "det": "miqa_det_{split}.csv", "ins": "miqa_det_{split}.csv"}
 def _read_csv(path: Path, columns: list[str], fix: str) -> pd.DataFrame:
     if not path.is_file():
@@ -115,13 +116,13 @@ def published_split(task: str, splits_dir: str) -> pd.DataFrame:
     return out
 
 
-def _published_labels(task: str, labels_dir: Path, image_id: str) -> pd.DataFrame:
+def published_labels(task: str, labels_dir: Path, image_id: str) -> pd.DataFrame:
     """Per-image labels of one source as (name, consistency, accuracy)."""
     if task == "cls":
         path = labels_dir / f"{image_id}_mmos.csv"
         df = _read_csv(path, ["dist_images", "weighted_consistency", "weighted_accuracy"],
                        "the published labels/ folder is incomplete")
-        return pd.DataFrame({"name": [Path(str(n)).name for n in df["dist_images"]],
+        return pd.DataFrame({"name": [str(n) for n in df["dist_images"]],
                              "consistency": df["weighted_consistency"].to_numpy(np.float64),
                              "accuracy": df["weighted_accuracy"].to_numpy(np.float64)})
     parts = {}
@@ -138,12 +139,44 @@ def _published_labels(task: str, labels_dir: Path, image_id: str) -> pd.DataFram
     return merged.drop(columns="_merge")
 
 
+class _ImageFolders:
+    """Where a source's distorted images are: `images/<id>/` (as the database's README shows it and
+    MIQA's det/ins loaders read it) or one flat `images/` folder; names are listed once per folder."""
+
+    def __init__(self, images_dir: Path):
+        self.images_dir = images_dir
+        self._listed: dict[Path, set[str]] = {}
+
+    def _names(self, folder: Path) -> set[str]:
+        if folder not in self._listed:
+            self._listed[folder] = set(os.listdir(folder)) if folder.is_dir() else set()
+        return self._listed[folder]
+
+    def resolve(self, image_id: str, names: list[str], labels_file: Path) -> list[str]:
+        per_source = self.images_dir / image_id
+        paths, missing = [], []
+        for name in names:
+            rel = Path(name)  # a label file may name `<id>/<file>` (relative to images/) or just `<file>`
+            for folder in (self.images_dir / rel.parent, per_source, self.images_dir):
+                if rel.name in self._names(folder):
+                    paths.append(str(folder / rel.name))
+                    break
+            else:
+                missing.append(rel.name)
+        if missing:
+            raise InputError(f"{len(missing)} of the {len(names)} images {labels_file.name} names are in neither "
+                             f"{per_source}/ nor {self.images_dir}/, e.g. {missing[0]}; the download is incomplete "
+                             f"or train.published.root is not its root")
+        return paths
+
+
 def published_samples(task: str, root: str, splits_dir: str, composite_lambda: float = 0.5) -> pd.DataFrame:
     """Samples of `task` from the published MIQD-2.5M layout under `root`.
 
     Only sources named in the split CSVs are read; composite = λ·consistency + (1 − λ)·accuracy.
+    Distorted images may sit in per-source folders or in one flat folder; every one must be there.
     """
-    images_folder, labels_folder = _PUBLISHED[task]
+    images_folder, labels_folder = PUBLISHED_FOLDERS[task]
     images_dir = Path(root) / images_folder / "images"
     labels_dir = Path(root) / labels_folder / "labels"
     src_dir = Path(root) / images_folder / "src_images"
@@ -152,13 +185,19 @@ def published_samples(task: str, root: str, splits_dir: str, composite_lambda: f
             raise InputError(f"{d} does not exist; train.published.root must be the MIQD-2.5M root "
                              f"(holding miqa_cls/, miqa_det/, miqa_ins/)")
     split = published_split(task, splits_dir)
+    folders = _ImageFolders(images_dir)
     frames = []
     for image_id, which in zip(split["image_id"], split["split"], strict=True):
-        labels = _published_labels(task, labels_dir, image_id)
+        labels = published_labels(task, labels_dir, image_id)
         parsed = [layout.parse_distorted_name(image_id, n) for n in labels["name"]]
+        label_file = labels_dir / (f"{image_id}_mmos.csv" if task == "cls" else f"{image_id}_accuracy.csv")
+        paths = folders.resolve(image_id, list(labels["name"]), label_file)
         srcs = sorted(src_dir.glob(f"{image_id}.*"))
+        if not srcs:
+            raise InputError(f"{src_dir} has no {image_id}.* (the source image of {label_file.name}); "
+                             f"the download is incomplete")
         frames.append(pd.DataFrame({
-            "path": [str(images_dir / image_id / n) for n in labels["name"]],
+            "path": paths,
             "image_id": image_id,
             "corruption": [p[0] for p in parsed],
             "roi_level": [p[1] for p in parsed],
@@ -167,7 +206,7 @@ def published_samples(task: str, root: str, splits_dir: str, composite_lambda: f
             "consistency": labels["consistency"],
             "accuracy": labels["accuracy"],
             "split": which,
-            "src_path": str(srcs[0]) if srcs else "",
+            "src_path": str(srcs[0]),
         }))
     df = pd.concat(frames, ignore_index=True)
     df["composite"] = composite_lambda * df["consistency"] + (1.0 - composite_lambda) * df["accuracy"]

@@ -80,7 +80,8 @@ def evaluate_run(config: dict, run_name: str) -> pd.DataFrame:
 
     from miqd.train.data import QualityDataset
     from miqd.devices import resolve_device
-    from miqd.train.loop import load_quality_model, predict
+    from miqd.train.checkpoints import load_quality_model
+    from miqd.train.loop import predict
     from miqd.train.transforms import Preprocess
 
     run = files.find_run(config, run_name)
@@ -89,7 +90,7 @@ def evaluate_run(config: dict, run_name: str) -> pd.DataFrame:
     torch.set_num_threads(e["threads"])
     device = resolve_device(e["device"], "evaluate.device")
     model, ckpt = load_quality_model(files.train_outputs(outdir, run_name)["model"], device)
-    s = json.loads(ckpt["settings"])
+    s = ckpt["settings"]
     region = s["region_size"] if model_def(s["model"]).region else None
     prep = Preprocess(s["resize"], s["crop"], region, train=False)
     tasks = evaluated_tasks(config)

@@ -33,6 +33,7 @@ from miqd.io import InputError, write_bytes, write_text
 from miqd.metrics import correlations
 from miqd.seeding import stream_key
 from miqd.train import files
+from miqd.train.checkpoints import FORMAT
 from miqd.train.data import QualityDataset, samples
 from miqd.train.losses import get_loss
 from miqd.train.models import create_model, model_def, parameter_counts, weights_note
@@ -40,7 +41,6 @@ from miqd.train.transforms import Preprocess
 
 log = logging.getLogger("miqd.train")
 
-FORMAT = "miqd-quality-model/1"
 METRIC_COLUMNS = ["step", "epoch", "lr", "train_loss", "val_srcc", "val_plcc", "val_krcc", "val_rmse", "best"]
 
 
@@ -289,29 +289,6 @@ def plot_metrics(history: list[dict], png_path: str, title: str) -> None:
     ax.set_title(title)
     fig.tight_layout()
     save_figure(fig, png_path)
-
-
-def load_quality_model(path: str | Path, device: str = "cpu"):
-    """(model in eval mode, checkpoint dict) from a model.pt written by `train`."""
-    import torch
-
-    from miqd.train.models import checkpoint_file
-
-    path = checkpoint_file(path)
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise InputError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); "
-                         f"is it a model.pt written by `miqd train`?") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise InputError(f"checkpoint {path} is not a miqd quality model ({FORMAT}); "
-                         f"use the model.pt that `miqd train` writes")
-    s = json.loads(ckpt["settings"])
-    model = create_model(s["model"], weights="random", arch=s["arch"], seed=s["seed"], img_size=s["crop"],
-                         region_arch=s["region_arch"], region_weights="random" if s["region_arch"] else None,
-                         region_size=s["region_size"])
-    model.load_state_dict(ckpt["state_dict"], strict=True)
-    return model.to(device).eval(), ckpt
 
 
 def train(config: dict, run_name: str) -> dict:

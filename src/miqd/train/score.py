@@ -1,5 +1,8 @@
 """`miqd score`: a trained quality model on an image or a folder of images.
 
+The model is a `miqd train` model.pt or a published MIQA checkpoint (RA-MIQA or a baseline),
+recognised by its keys (miqd.train.checkpoints).
+
 Each image gets the evaluation preprocessing the model was validated with (short side resized,
 centre crop; the region encoder's centre crop for RA-MIQA) and one score; higher means the image
 serves the task's vision models better (the MMOS scale the model learnt, about 0-1).
@@ -35,18 +38,18 @@ def image_paths(path: str | Path, recursive: bool = False) -> list[Path]:
     return found
 
 
-def score_images(checkpoint: str, paths: list[Path], device: str = "cpu",
-                 batch_size: int = 16) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
+def score_images(checkpoint: str, paths: list[Path], device: str = "cpu", batch_size: int = 16,
+                 trust_pickle: bool = False) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
     """One row per readable image: path, score, and what the model is (task, label, model); and
     (path, reason) of every image that could not be read, which is skipped."""
     import torch
 
-    from miqd.train.loop import load_quality_model
+    from miqd.train.checkpoints import load_quality_model
     from miqd.train.models import model_def
     from miqd.train.transforms import Preprocess
 
-    model, ckpt = load_quality_model(checkpoint, device)
-    s = json.loads(ckpt["settings"])
+    model, ckpt = load_quality_model(checkpoint, device, trust_pickle)
+    s = ckpt["settings"]
     if "random" in ckpt["backbone_init"].lower():
         log.warning("%s: the backbone was trained from a seeded random initialisation (the embedded demo); "
                     "its scores demonstrate the method, they are not the paper's model", checkpoint)
@@ -122,11 +125,11 @@ def annotate(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
 
 def run(path: str, checkpoint: str, fmt: str = "table", out: str | None = None, annotate_dir: str | None = None,
         recursive: bool = False, device: str = "cpu", batch_size: int = 16,
-        skip_errors: bool = False) -> pd.DataFrame:
+        skip_errors: bool = False, trust_pickle: bool = False) -> pd.DataFrame:
     """Score every readable image; an unreadable one is listed and, unless `skip_errors`, makes the
     command fail after the others are scored and written."""
     paths = image_paths(path, recursive)
-    df, failed = score_images(checkpoint, paths, device, batch_size)
+    df, failed = score_images(checkpoint, paths, device, batch_size, trust_pickle)
     text = render(df, fmt)
     if out:
         write_text(out, text)

@@ -3,32 +3,37 @@
 Short side resized to `resize` (288), then a `crop` (224) square: random in training, centred in
 evaluation; training flips the image horizontally and vertically with probability 0.5 each. The
 region encoder sees the centred `region` (288) square of the same resized (and flipped) image.
-Downscaling uses area interpolation (antialiased); upscaling bilinear.
+
+Resizing and centre cropping are torchvision's `Resize(288)` and `CenterCrop` on a PIL image, as
+MIQA's training and inference code applies them (Pillow's antialiased bilinear filter, the long
+side int(288 * long / short), the crop offset round((side - crop) / 2)), so a model trained by MIQA
+sees here exactly the pixels it saw there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
+from PIL import Image
 
 
 def resize_short(image: np.ndarray, short: int) -> np.ndarray:
     h, w = image.shape[:2]
-    if min(h, w) == short:
+    if w <= h:
+        size = (short, int(short * h / w))  # PIL: (width, height)
+    else:
+        size = (int(short * w / h), short)
+    if size == (w, h):
         return image
-    scale = short / min(h, w)
-    size = (max(short, round(w * scale)), max(short, round(h * scale)))  # cv2: (width, height)
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    return cv2.resize(image, size, interpolation=interp)
+    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
 
 
 def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
     h, w = image.shape[:2]
     if h < size or w < size:
         raise ValueError(f"cannot crop {size}x{size} from {w}x{h}")
-    top, left = (h - size) // 2, (w - size) // 2
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
     return image[top:top + size, left:left + size]
 
 

@@ -45,16 +45,104 @@ def mim_root() -> Path:
     return Path(next(iter(importlib.util.find_spec("mmdet").submodule_search_locations))) / ".mim"
 
 
+# mmdetection's own sources, for the configs under projects/ that the wheel does not ship; their
+# `_base_` paths climb to the repository's configs/, so both folders are kept, side by side
+MMDET_SOURCES_URL = f"https://github.com/open-mmlab/mmdetection/archive/refs/tags/v{MMDET_VERSION}.tar.gz"
+SOURCES_FOLDERS = ("configs", "projects")
+
+
+def sources_root() -> Path:
+    """Where `miqd models fetch` unpacks mmdetection's configs/ and projects/ (the weights cache)."""
+    from miqd.models.weights import weights_cache
+
+    return weights_cache() / f"mmdetection-{MMDET_VERSION}"
+
+
+def _fetch_hint(spec: ModelSpec) -> str:
+    return (f"run `miqd models fetch --registry <this registry>` where the internet is reachable (it unpacks "
+            f"mmdetection v{MMDET_VERSION}'s configs/ and projects/ from {MMDET_SOURCES_URL} into "
+            f"{sources_root()})")
+
+
 def config_path(spec: ModelSpec) -> Path:
-    """`arch` as a file: an absolute path, or a path relative to mmdet's `.mim` folder."""
-    path = Path(spec.arch) if Path(spec.arch).is_absolute() else mim_root() / spec.arch
+    """`arch` as a file: an absolute path, a `projects/` path in mmdetection's fetched sources, or
+    a path relative to mmdet's `.mim` folder."""
+    if Path(spec.arch).is_absolute():
+        path = Path(spec.arch)
+    elif spec.arch.startswith("projects/"):
+        path = sources_root() / spec.arch
+        if not path.is_file():
+            raise InputError(
+                f"model {spec.id!r}: mmdet config {spec.arch!r} is in mmdetection's projects/ folder, which "
+                f"the mmdet wheel does not ship, and {path} does not exist; {_fetch_hint(spec)}"
+            )
+    else:
+        path = mim_root() / spec.arch
     if not path.is_file():
         raise InputError(
             f"model {spec.id!r}: mmdet config {spec.arch!r} not found ({path} does not exist); `arch` is "
             f"a config path relative to mmdet's .mim folder (e.g. configs/rtmdet/"
-            f"rtmdet_tiny_8xb32-300e_coco.py) or an absolute path"
+            f"rtmdet_tiny_8xb32-300e_coco.py), a projects/ path, or an absolute path"
         )
     return path
+
+
+# what a custom import needs when it does not resolve; projects.* modules come with the sources
+CUSTOM_IMPORT_FIXES = {
+    # the last MMClassification 1.x asserts mmcv < 2.1.0 at import, so it cannot load beside
+    # mmdet 3.3.0's mmcv 2.1.0
+    "mmcls": "it needs MMClassification 1.x (`pip install --no-deps mmcls==1.0.0rc6`), which refuses "
+             "mmcv 2.1.0: run this model in an environment with mmcv 2.0.1, or leave it out of the registry",
+    "mmpretrain": "install MMPretrain: `pip install --no-deps mmpretrain==1.2.0`",
+}
+
+
+def custom_imports(path: Path) -> list[str]:
+    """The modules a config's `custom_imports` names, read without executing the config."""
+    import ast
+
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "custom_imports" for t in node.targets):
+            for kw in getattr(node.value, "keywords", []):
+                if kw.arg == "imports" and isinstance(kw.value, (ast.List, ast.Tuple)):
+                    names += [e.value for e in kw.value.elts if isinstance(e, ast.Constant)]
+    return names
+
+
+def use_sources() -> None:
+    """Put mmdetection's fetched sources on the import path, so `projects.*` custom imports load."""
+    import sys
+
+    root = str(sources_root())
+    if sources_root().is_dir() and root not in sys.path:
+        sys.path.append(root)
+
+
+def config_problems(spec: ModelSpec) -> list[str]:
+    """What keeps `spec`'s config from loading, found without mmdet: the file, and every custom
+    import it names that does not resolve (with the fix)."""
+    if not Path(spec.arch).is_absolute() and not spec.arch.startswith("projects/"):
+        if importlib.util.find_spec("mmdet") is None:
+            return []  # a bundled config: the backend check names the missing extra
+    try:
+        path = config_path(spec)
+    except InputError as err:
+        return [str(err)]
+    use_sources()
+    problems = []
+    for name in custom_imports(path):
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ImportError:  # a parent package is missing
+            found = False
+        if not found:
+            top = name.split(".")[0]
+            fix = CUSTOM_IMPORT_FIXES.get(top, _fetch_hint(spec) if top == "projects" else
+                                          f"install the package that provides {top}")
+            problems.append(f"model {spec.id!r}: config {spec.arch} imports {name!r} (custom_imports), "
+                            f"which does not resolve; {fix}")
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,6 +300,7 @@ def _create(spec: ModelSpec, device: str):
     from mmengine.model.utils import revert_sync_batchnorm
 
     register_all_modules(init_default_scope=True)
+    use_sources()
     path, cfg, model_cfg = load_config(spec)
     plain = cfg.to_dict()
     if spec.task == "ins" and not predicts_masks(model_cfg):
@@ -243,6 +332,32 @@ def _create(spec: ModelSpec, device: str):
     return model.to(device).eval(), Compose(pipeline), dict(enumerate(names))
 
 
+# MaskFormer-style heads upsample every query's mask logits to the padded input in one fp32 tensor
+# (batch x 100 queries x 1024^2: ~53 GB at 128 images); this many images at a time bounds it
+MASK_POSTPROCESS_IMAGES = 4
+
+
+def bound_mask_postprocess(model, images: int = MASK_POSTPROCESS_IMAGES) -> None:
+    """Make a MaskFormer/Mask2Former `predict` upsample and fuse `images` images at a time: the same
+    forward pass once, the same per-image results, at most `images` upsampled mask stacks alive."""
+    import torch.nn.functional as F
+
+    def predict(batch_inputs, batch_data_samples, rescale: bool = True):
+        feats = model.extract_feat(batch_inputs)
+        all_cls, all_masks = model.panoptic_head(feats, batch_data_samples)
+        cls, masks = all_cls[-1], all_masks[-1]
+        h, w = batch_data_samples[0].metainfo["batch_input_shape"][:2]
+        results = []
+        for i in range(0, len(batch_data_samples), images):
+            upsampled = F.interpolate(masks[i:i + images], size=(h, w), mode="bilinear", align_corners=False)
+            results += model.panoptic_fusion_head.predict(cls[i:i + images], upsampled,
+                                                          batch_data_samples[i:i + images], rescale=rescale)
+            del upsampled
+        return model.add_pred_to_datasample(batch_data_samples, results)
+
+    model.predict = predict
+
+
 def build(spec: ModelSpec, device: str, precision: str = "fp32", channels_last: bool = False):
     return MMDetPredictor(spec, device, precision)
 
@@ -262,6 +377,8 @@ class MMDetPredictor(Predictor):
                 return _as_float32(extract_feat(inputs))
 
         self.model.extract_feat = autocast_features
+        if hasattr(self.model, "panoptic_fusion_head"):
+            bound_mask_postprocess(self.model)
 
     def predict(self, images: list[np.ndarray]) -> list[dict]:
         import torch
