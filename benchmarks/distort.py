@@ -47,7 +47,7 @@ from miqd.distort.engine import DistortSettings, SourceJob, distort_image, proce
 from miqd.distort.levels import SeverityScheme, compute_levels  # noqa: E402
 from miqd.distort.reference import LegacyRandom, reference_corrupt  # noqa: E402
 from miqd.io import encode_png, read_image, write_bytes, write_mask_png  # noqa: E402
-from miqd.quality import SSIMReference, psnr  # noqa: E402
+from miqd.fidelity import SSIMReference, psnr  # noqa: E402
 from miqd.sources import materialize_demo  # noqa: E402
 
 IMAGE_ID = "demo_val_00000002"

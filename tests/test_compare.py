@@ -13,7 +13,7 @@ from scipy import stats
 import miqa_fixture
 from helpers import job_counts, snakemake
 from miqd import cli, layout
-from miqd.io import InputError
+from miqd.errors import InputError
 from miqd.label.compare import compare
 
 EXPORT = Path(__file__).parent / "fixtures" / "miqa" / "export"

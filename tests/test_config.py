@@ -11,7 +11,7 @@ import yaml
 
 from conftest import REPO
 from miqd import config as cfgmod
-from miqd.config import ConfigError
+from miqd.errors import ConfigError
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from PIL import Image
 from conformance import refenv
 from miqd import layout
 from miqd.train.data import pipeline_samples
-from miqd.train.models import RegionEncoder
-from miqd.train.score import score_images
+from miqd.train.networks import RegionEncoder
+from miqd.train.score_images import score_images
 
 FIXTURE = Path(__file__).parent / "fixtures" / "miqa" / "checkpoint_keys.json"
 EXPORT = Path(__file__).parent / "fixtures" / "miqa" / "export"
@@ -136,10 +136,10 @@ def test_the_committed_key_layout_is_their_checkpoints(published):
 
 
 def test_training_starts_from_their_checkpoint(published):
-    from miqd.train.models import create_model
+    from miqd.train.networks import create_quality_model
 
     entry = published["ra_miqa"]
-    model = create_model("ra_miqa", {"file": entry["file"]}, region_arch="vit_small_patch16_224",
+    model = create_quality_model("ra_miqa", {"file": entry["file"]}, region_arch="vit_small_patch16_224",
                          region_weights="random")
     raw = torch.load(entry["file"], map_location="cpu", weights_only=True)["state_dict"]
     assert torch.equal(model.quality_regressor[3].weight, raw["module.quality_regressor.3.weight"])

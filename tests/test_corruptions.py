@@ -19,8 +19,8 @@ from miqd.distort.corruptions import (
 )
 from miqd.distort.levels import SeverityScheme
 from miqd.distort.reference import LegacyRandom, reference_corrupt
-from miqd.io import InputError
-from miqd.quality import psnr
+from miqd.errors import InputError
+from miqd.fidelity import psnr
 from miqd.seeding import rng_for
 
 IMAGENET_C_NAMES = [c for c in available_corruptions() if c != "darkness"]

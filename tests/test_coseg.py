@@ -10,8 +10,10 @@ import pytest
 from sklearn.cluster import KMeans
 
 from miqd import roi
-from miqd.config import ConfigError, validate
-from miqd.io import InputError, read_mask, write_table
+from miqd.config import validate
+from miqd.errors import ConfigError
+from miqd.errors import InputError
+from miqd.io import read_mask, write_table
 from miqd.roi import coseg
 from miqd.select import SELECT_SCHEMA
 

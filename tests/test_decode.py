@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from miqd import io
-from miqd.io import InputError, conversion, read_image
+from miqd.errors import InputError
+from miqd.io import conversion, read_image
 
 
 @pytest.fixture(autouse=True)

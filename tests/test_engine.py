@@ -13,7 +13,7 @@ from miqd import layout
 from miqd.distort import engine
 from miqd.distort.corruptions import available_corruptions, get_corruption
 from miqd.distort.levels import SeverityScheme, compute_levels
-from miqd.quality import luma
+from miqd.fidelity import luma
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 from helpers import box_mask, write_sources
 from miqd import cli
 from miqd.distort import engine
-from miqd.io import InputError
+from miqd.errors import InputError
 
 
 def _files(root):

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from miqd import cli, layout
-from miqd.io import InputError
-from miqd.metrics import correlations
+from miqd.errors import InputError
+from miqd.correlation import correlations
 from miqd.train import evaluate, files, loop
 from train_helpers import region_checkpoint, tiny_photos, train_config, write_pipeline
 

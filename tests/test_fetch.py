@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from helpers import REPO
-from miqd.io import InputError
+from miqd.errors import InputError
 from miqd.models import fetch
 from miqd.models.backends import mmdet_backend
 from miqd.models.registry import load_registry

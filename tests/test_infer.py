@@ -11,7 +11,7 @@ import pytest
 
 from helpers import box_mask, write_sources
 from miqd.distort import engine
-from miqd.io import InputError
+from miqd.errors import InputError
 from miqd.models import infer
 from miqd.models.backends.timm_backend import TimmPredictor
 from miqd.models.registry import ModelSpec

@@ -13,10 +13,11 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from miqd import layout
-from miqd.io import InputError, write_table
+from miqd.errors import InputError
+from miqd.io import write_table
 from miqd.label import stage
 from miqd.label.mmos import mmos, model_weights, weighted_mean
-from miqd.label.scores import Objects, clean_reference, cls_accuracy, cls_consistency, detection_scores
+from miqd.label.agreement import Objects, clean_reference, cls_accuracy, cls_consistency, detection_scores
 from miqd.io import file_sha256
 from miqd.label.ap import xyxy_to_xywh
 from miqd.models import predictions

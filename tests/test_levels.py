@@ -8,7 +8,7 @@ import pytest
 from miqd.distort.corruptions import IMAGENET_C, Corruption, available_corruptions, get_corruption
 from miqd.distort.engine import DistortSettings, distort_image
 from miqd.distort.levels import SeverityScheme, compute_levels
-from miqd.io import InputError
+from miqd.errors import InputError
 from miqd.seeding import rng_for
 
 
@@ -56,7 +56,7 @@ def test_small_sources_are_ranked_on_161_px_copies_as_the_generator_ranks_them(s
     default filter; the written levels and their PSNR stay at the source's size."""
     from PIL import Image
 
-    from miqd.quality import psnr
+    from miqd.fidelity import psnr
 
     cal = compute_levels(get_corruption("gaussian_noise"), small_image, "img", SeverityScheme(), seed=0)
     size = (int(128 * 161 / 96), 161)

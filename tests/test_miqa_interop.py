@@ -20,11 +20,11 @@ from PIL import Image
 
 import miqa_fixture
 from miqd import cli
-from miqd.io import InputError
-from miqd.train import checkpoints
+from miqd.errors import InputError
+from miqd.train import networks
 from miqd.train.data import pipeline_samples, published_samples
-from miqd.train.models import create_model
-from miqd.train.score import score_images
+from miqd.train.networks import create_quality_model
+from miqd.train.score_images import score_images
 
 FIXTURES = Path(__file__).parent / "fixtures" / "miqa"
 LAYOUT = json.loads((FIXTURES / "checkpoint_keys.json").read_text())
@@ -91,7 +91,7 @@ def photo(tmp_path_factory, demo_images):
 def test_checkpoints_of_their_layout_load_and_score(tmp_path, photo, name):
     path = tmp_path / f"miqa_{name}_det_accuracy_metric.pth.tar"
     _synthetic(name, path, seed=len(name))
-    model, info = checkpoints.load_quality_model(path)
+    model, info = networks.load_quality_model(path)
     assert info["model"] == MIQD_NAME[name] and info["source"] == "miqa"
     assert (info["task"], info["label"]) == ("det", "accuracy")  # read off MIQA's file name
     raw = {k.removeprefix("module."): v for k, v in torch.load(path, weights_only=True)["state_dict"].items()}
@@ -109,14 +109,14 @@ def test_training_starts_from_their_ra_miqa_checkpoint(tmp_path):
     path = tmp_path / "miqa_ra_miqa_cls_composite_metric.pth.tar"
     _synthetic("ra_miqa", path, seed=5)
     raw = {k.removeprefix("module."): v for k, v in torch.load(path, weights_only=True)["state_dict"].items()}
-    model = create_model("ra_miqa", {"file": str(path)}, region_arch="vit_small_patch16_224", region_weights="random")
+    model = create_quality_model("ra_miqa", {"file": str(path)}, region_arch="vit_small_patch16_224", region_weights="random")
     assert torch.equal(model.quality_regressor[0].weight, raw["quality_regressor.0.weight"])
     assert torch.equal(model.mask_encoder.net.norm.weight, raw["mask_encoder.ln1.weight"])  # mmseg's final norm
     assert torch.equal(model.mask_encoder.net.blocks[2].attn.proj.bias,
                        raw["mask_encoder.layers.2.attn.attn.out_proj.bias"])
     with pytest.raises(InputError, match=r"train\.models\.resnet18\.weights: .* holds a ra_miqa checkpoint that "
                                          r"does not fit quality model resnet18"):
-        create_model("resnet18", {"file": str(path)})
+        create_quality_model("resnet18", {"file": str(path)})
 
 
 def test_a_checkpoint_that_needs_pickle_is_refused_unless_trusted(tmp_path, photo, capsys):
@@ -125,7 +125,7 @@ def test_a_checkpoint_that_needs_pickle_is_refused_unless_trusted(tmp_path, phot
     with pytest.raises(InputError, match=r"holds pickled Python objects \(argparse\.Namespace\), which could run "
                                          r"code when loaded; miqd loads tensors only\. If you trust the file, opt "
                                          r"in with --trust-pickle"):
-        checkpoints.load_quality_model(path)
+        networks.load_quality_model(path)
     assert cli.main(["score", str(photo), "--checkpoint", str(path)]) == 2
     assert "--trust-pickle" in capsys.readouterr().err
     assert cli.main(["score", str(photo), "--checkpoint", str(path), "--trust-pickle", "--format", "csv"]) == 0

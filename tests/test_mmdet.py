@@ -18,7 +18,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from helpers import REPO
-from miqd.io import InputError
+from miqd.errors import InputError
 from miqd.models.backends import create_predictor
 from miqd.models.backends import mmdet_backend
 from miqd.models.coco import COCO_CATEGORIES, COCO_IDS

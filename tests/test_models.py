@@ -11,8 +11,8 @@ import yaml
 from pycocotools import mask as mask_utils
 
 from helpers import REPO
-from miqd.config import ConfigError
-from miqd.io import InputError
+from miqd.errors import ConfigError
+from miqd.errors import InputError
 from miqd.models.backends import create_predictor
 from miqd.models.backends.base import coco_label_lookup
 from miqd.models.coco import COCO_CATEGORIES, COCO_IDS

@@ -10,7 +10,7 @@ import yaml
 from helpers import REPO, demo_config, snakemake
 from miqd import config as cfgmod
 from miqd import preflight
-from miqd.io import InputError
+from miqd.errors import ConfigError, InputError
 
 
 def _demo(tmp_path, **edits) -> dict:
@@ -112,7 +112,7 @@ def test_all_problems_are_reported_together(tmp_path):
 def test_a_config_without_sources_is_refused_with_the_layering_that_works(tmp_path):
     partial = tmp_path / "partial.yaml"
     partial.write_text("distort: {threads: 1}\n")
-    with pytest.raises(cfgmod.ConfigError, match=r"no source dataset is configured.*--configfile "
+    with pytest.raises(ConfigError, match=r"no source dataset is configured.*--configfile "
                                                   r"config/config\.yaml my-overrides\.yaml"):
         cfgmod.load(partial)
     proc = snakemake("-n", "--configfile", str(partial))

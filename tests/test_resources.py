@@ -9,7 +9,7 @@ import pytest
 
 from helpers import REPO
 from miqd import layout
-from miqd.io import InputError
+from miqd.errors import InputError
 from miqd.resources import read_benchmarks, suggest
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"

@@ -14,7 +14,8 @@ from pycocotools.coco import COCO
 from conftest import DEMO
 from miqd import roi
 from miqd.config import validate
-from miqd.io import InputError, read_mask, write_mask_png, write_table
+from miqd.errors import InputError
+from miqd.io import read_mask, write_mask_png, write_table
 from miqd.select import SELECT_SCHEMA
 
 

@@ -11,9 +11,11 @@ import pytest
 from PIL import Image
 
 from conftest import DEMO
-from miqd import iqa, select, sources
-from miqd.config import ConfigError, validate
-from miqd.io import InputError, read_image
+from miqd import nriqa, select, sources
+from miqd.config import validate
+from miqd.errors import ConfigError
+from miqd.errors import InputError
+from miqd.io import read_image
 
 # ---------------------------------------------------------------------------------------------
 # combining, ranking, top k (pure)
@@ -162,7 +164,7 @@ def hyperiqa_checkpoint(tmp_path_factory):
     import torch
 
     torch.manual_seed(0)
-    with iqa._backbones_without_download():
+    with nriqa._backbones_without_download():
         metric = pyiqa.create_metric("hyperiqa", device="cpu", pretrained=False, num_crop=1)
     path = tmp_path_factory.mktemp("iqa") / "hyperiqa.pth"
     torch.save({"params": {f"module.{k}": v for k, v in metric.net.state_dict().items()}}, path)
@@ -173,7 +175,7 @@ def test_hyperiqa_loads_a_local_checkpoint_backbone_included(hyperiqa_checkpoint
     import torch
 
     path, reference = hyperiqa_checkpoint
-    metric = iqa.create_metric("hyperiqa", {"file": str(path)}, "cpu", {"num_crop": 1}, key="k")
+    metric = nriqa.create_metric("hyperiqa", {"file": str(path)}, "cpu", {"num_crop": 1}, key="k")
     assert not metric.lower_better
     x = torch.from_numpy(np.stack([small_image, small_image[::-1]])).permute(0, 3, 1, 2).float() / 255
     with torch.inference_mode():
@@ -189,10 +191,10 @@ def test_missing_or_unfitting_weights_are_clear_errors(hyperiqa_checkpoint, tmp_
     path, _ = hyperiqa_checkpoint
     with pytest.raises(InputError, match=r"k: weights file .*nope\.pth of maniqa does not exist; download "
                                          r"ckpt_koniq10k\.pt from https://huggingface\.co/chaofengc"):
-        iqa.create_metric("maniqa", {"file": str(tmp_path / "nope.pth")}, key="k")
+        nriqa.create_metric("maniqa", {"file": str(tmp_path / "nope.pth")}, key="k")
     # MANIQA (and its ViT-B/8 backbone) is built offline; a checkpoint of another network is named
     with pytest.raises(InputError, match=r"k: checkpoint .*hyperiqa\.pth does not fit maniqa \(\d+ missing keys"):
-        iqa.create_metric("maniqa", {"file": str(path)}, key="k")
+        nriqa.create_metric("maniqa", {"file": str(path)}, key="k")
     # in the stage: the job stops before scoring, naming the config key
     cfg = _config(small_imagenet, metrics=[{"name": "hyperiqa", "weights": {"file": str(tmp_path / "w.pth")}}])
     with pytest.raises(InputError, match=r"select\.imagenet\.metrics\[0\] \(hyperiqa\): weights file .*w\.pth"):
@@ -211,7 +213,7 @@ def test_hub_weights_fail_with_the_offline_fix(monkeypatch, tmp_path):
     monkeypatch.setattr(download, "download_url_to_file", offline)
     with pytest.raises(InputError, match=r"k: weights: hub could not fetch HyperIQA-resnet50-koniq10k-c96c41b1\.pth "
                                          r"\(URLError.*set weights: \{file: <path>\}"):
-        iqa.create_metric("hyperiqa", "hub", key="k")
+        nriqa.create_metric("hyperiqa", "hub", key="k")
 
 
 @pytest.mark.parametrize(
@@ -247,6 +249,6 @@ def test_gpu_scores_equal_cpu_scores(hyperiqa_checkpoint, small_image):
     path, _ = hyperiqa_checkpoint
     x = torch.from_numpy(np.stack([small_image] * 3)).permute(0, 3, 1, 2).float() / 255
     for name, weights, options in (("piqe", None, None), ("hyperiqa", {"file": str(path)}, {"num_crop": 1})):
-        cpu = iqa.create_metric(name, weights, "cpu", options).scores(x)
-        gpu = iqa.create_metric(name, weights, "cuda", options).scores(x)
+        cpu = nriqa.create_metric(name, weights, "cpu", options).scores(x)
+        gpu = nriqa.create_metric(name, weights, "cuda", options).scores(x)
         np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=1e-4)

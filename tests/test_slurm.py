@@ -22,7 +22,6 @@ import pytest
 import yaml
 
 from helpers import REPO, demo_config, job_counts, snakemake, snakemake_env
-from miqd import layout
 from slurm_cluster import SlurmCluster, Unavailable, ensure_installed
 
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")

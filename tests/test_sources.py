@@ -16,7 +16,8 @@ from pycocotools.coco import COCO
 
 from conftest import DEMO, REPO
 from miqd import select, sources
-from miqd.io import InputError, read_image
+from miqd.errors import InputError
+from miqd.io import read_image
 
 UPSTREAM = REPO / "resources" / "upstream"
 

@@ -7,7 +7,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from miqd.io import InputError, write_table
+from miqd.errors import InputError
+from miqd.io import write_table
 from miqd.label.split import balance, run, split_cls, split_multilabel
 from miqd.select import SELECT_SCHEMA
 

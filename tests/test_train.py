@@ -12,11 +12,12 @@ import timm
 import torch
 
 from miqd import layout
-from miqd.io import InputError, write_table
-from miqd.train import checkpoints, data, files, loop, losses
-from miqd.train.models import (
+from miqd.errors import InputError
+from miqd.io import write_table
+from miqd.train import data, files, loop, losses, networks
+from miqd.train.networks import (
     RegionEncoder,
-    create_model,
+    create_quality_model,
     parameter_counts,
 )
 from miqd.train.transforms import Preprocess
@@ -51,7 +52,7 @@ def _state(path) -> dict:
 def test_parameter_counts_ra_miqa_and_baselines(region_weights, capsys):
     import torchvision
 
-    model = create_model("ra_miqa", img_size=224, region_arch="tf_efficientnet_lite0", region_weights=region_weights)
+    model = create_quality_model("ra_miqa", img_size=224, region_arch="tf_efficientnet_lite0", region_weights=region_weights)
     counts = parameter_counts(model)
     vit = timm.create_model("vit_small_patch16_224", num_classes=0)
     enc = timm.create_model("tf_efficientnet_lite0", num_classes=0)
@@ -72,7 +73,7 @@ def test_parameter_counts_ra_miqa_and_baselines(region_weights, capsys):
         net = torchvision.models.get_model(arch)
         refs[arch] = n(net) - n(net.classifier) + net.classifier[-1].in_features + 1
     for name, ref in refs.items():
-        c = parameter_counts(create_model(name, img_size=224))
+        c = parameter_counts(create_quality_model(name, img_size=224))
         ref = ref if isinstance(ref, int) else n(ref)
         print(f"{name}: {c['trainable']} parameters")
         assert c == {"trainable": ref, "frozen": 0, "total": ref}
@@ -80,7 +81,7 @@ def test_parameter_counts_ra_miqa_and_baselines(region_weights, capsys):
 
 
 def test_ra_miqa_forward_uses_region_token_and_class_token(region_weights):
-    model = create_model("ra_miqa", img_size=32, region_arch="tf_efficientnet_lite0",
+    model = create_quality_model("ra_miqa", img_size=32, region_arch="tf_efficientnet_lite0",
                          region_weights=region_weights).eval()
     assert model.pos_embed.shape == (1, 2 + 4, 384)  # [region; class; 2x2 patches]
     x = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
@@ -101,7 +102,7 @@ def test_checkpoints_load_through_the_weights_code(tmp_path, region_weights):
     torch.manual_seed(3)
     vit = timm.create_model("vit_small_patch16_224")
     torch.save({"state_dict": vit.state_dict()}, tmp_path / "vit.pth")
-    model = create_model("ra_miqa", {"file": str(tmp_path / "vit.pth")}, img_size=32,
+    model = create_quality_model("ra_miqa", {"file": str(tmp_path / "vit.pth")}, img_size=32,
                          region_arch="tf_efficientnet_lite0", region_weights=region_weights)
     assert torch.equal(model.base_model.blocks[3].mlp.fc1.weight, vit.blocks[3].mlp.fc1.weight)
     assert torch.equal(model.base_model.cls_token, vit.cls_token)
@@ -110,7 +111,7 @@ def test_checkpoints_load_through_the_weights_code(tmp_path, region_weights):
     torch.manual_seed(4)
     r18 = timm.create_model("resnet18")
     torch.save(r18.state_dict(), tmp_path / "r18.pth")
-    base = create_model("resnet18", {"file": str(tmp_path / "r18.pth")})
+    base = create_quality_model("resnet18", {"file": str(tmp_path / "r18.pth")})
     assert torch.equal(base.net.layer2[0].conv1.weight, r18.layer2[0].conv1.weight)
     assert base.net.fc.weight.shape == (1, 512)
     # a self-supervised ViT-S/16 (DINO / SERE style: teacher, module.backbone. prefixes, a projection
@@ -126,9 +127,9 @@ def test_checkpoints_load_through_the_weights_code(tmp_path, region_weights):
                                          r"fix train\.region_encoder\.weights\.file"):
         RegionEncoder("tf_efficientnet_lite0", {"file": str(tmp_path / "missing.pth")})
     with pytest.raises(InputError, match=r"does not fit architecture 'resnet50'"):
-        create_model("resnet50", {"file": str(tmp_path / "r18.pth")})
+        create_quality_model("resnet50", {"file": str(tmp_path / "r18.pth")})
     with pytest.raises(InputError, match=r"unknown quality model 'alexnet'; known: ra_miqa"):
-        create_model("alexnet")
+        create_quality_model("alexnet")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,7 +316,7 @@ def test_training_lowers_the_loss_and_keeps_the_encoder_frozen(tmp_path, pipelin
     for key, value in ckpt["state_dict"].items():
         if key.startswith("mask_encoder.net."):
             assert torch.equal(value, saved[key.removeprefix("mask_encoder.net.")]), key
-    model, _ = checkpoints.load_quality_model(outputs["model"])
+    model, _ = networks.load_quality_model(outputs["model"])
     assert all(not p.requires_grad for p in model.mask_encoder.parameters())
     assert not (out / "train" / "ra_miqa_cls_composite" / "work").exists()  # finished: resume files gone
     png = outputs["plot"]
@@ -383,7 +384,7 @@ def test_stale_resume_state_is_not_used(tmp_path, pipeline_dir, region_weights, 
 
 
 def test_config_errors_name_the_key(tmp_path, pipeline_dir, region_weights):
-    from miqd.config import ConfigError
+    from miqd.errors import ConfigError
 
     config = train_config(pipeline_dir, region_weights, runs=[{"model": "resnet50", "task": "cls"}])
     with pytest.raises(InputError, match=r"key train\.models\.resnet50\.weights is required"):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from miqd.io import InputError
+from miqd.errors import InputError
 from miqd.label.validate import partitions, table4, table4_markdown, trials
 
 

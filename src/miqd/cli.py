@@ -10,7 +10,7 @@ from pathlib import Path
 
 from miqd import __version__
 from miqd import config as cfgmod
-from miqd.io import InputError
+from miqd.errors import InputError
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
@@ -178,7 +178,8 @@ def cmd_plot_distort(args) -> None:
 def cmd_corrupt(args) -> None:
     from miqd.distort.corruptions import get_corruption
     from miqd.distort.levels import SeverityScheme
-    from miqd.io import InputError, encode_png, read_image, write_bytes
+    from miqd.errors import InputError
+    from miqd.io import encode_png, read_image, write_bytes
     from miqd.seeding import rng_for
 
     corruption = get_corruption(args.corruption)
@@ -289,7 +290,7 @@ def cmd_resources(args) -> None:
 
 
 def cmd_score(args) -> None:
-    from miqd.train import files, score
+    from miqd.train import files, score_images
 
     checkpoint = args.checkpoint
     if checkpoint is None:
@@ -302,7 +303,7 @@ def cmd_score(args) -> None:
         checkpoint = files.train_outputs(config["outdir"], files.run_name(runs[0]))["model"]
     from miqd.devices import resolve_device
 
-    score.run(args.path, checkpoint, args.format, args.out, args.annotate, args.recursive,
+    score_images.run(args.path, checkpoint, args.format, args.out, args.annotate, args.recursive,
               resolve_device(args.device, "--device"), args.batch_size, args.skip_errors, args.trust_pickle)
 
 

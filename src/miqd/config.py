@@ -6,86 +6,14 @@ allowed there. The Snakefile calls it at load time; every `miqd` command calls i
 
 from __future__ import annotations
 
-import copy
 import json
-from functools import cache
-from importlib import resources
 from pathlib import Path
-from typing import Any
 
-import jsonschema
 import yaml
 
 from miqd.distort.corruptions import available_corruptions
-from miqd.io import InputError
-
-
-class ConfigError(InputError):
-    """The config is invalid; the message names the key."""
-
-
-@cache
-def schema(name: str = "config") -> dict:
-    text = resources.files("miqd").joinpath(f"schemas/{name}.schema.yaml").read_text()
-    return yaml.safe_load(text)
-
-
-def _resolve(node: dict, root: dict) -> dict:
-    while isinstance(node, dict) and "$ref" in node:
-        ref = node["$ref"]
-        if not ref.startswith("#/"):
-            raise ValueError(f"only local $ref supported, got {ref}")
-        target: Any = root
-        for part in ref[2:].split("/"):
-            target = target[part]
-        node = target
-    return node
-
-
-def _fill_defaults(instance: Any, node: dict, root: dict) -> None:
-    node = _resolve(node, root)
-    if isinstance(instance, list) and "items" in node:
-        for item in instance:
-            _fill_defaults(item, node["items"], root)
-        return
-    if not isinstance(instance, dict):
-        return
-    for key, sub in node.get("properties", {}).items():
-        sub = _resolve(sub, root)
-        if key not in instance and "default" in sub:
-            instance[key] = copy.deepcopy(sub["default"])
-        if key in instance:
-            _fill_defaults(instance[key], sub, root)
-
-
-def _key(path) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "<top level>"
-
-
-def _message(err: jsonschema.ValidationError) -> str:
-    where = _key(err.absolute_path)
-    if err.validator == "additionalProperties":
-        allowed = sorted(err.schema.get("properties", {}))
-        extra = sorted(set(err.instance) - set(allowed))
-        keys = ", ".join(f"{where}.{k}" if err.absolute_path else k for k in extra)
-        return f"unknown key {keys}; allowed keys here: {', '.join(allowed)}"
-    if err.validator == "required":
-        return f"key {where}: {err.message}"
-    return f"key {where}: {err.message}"
-
-
-def check_schema(data: dict, name: str, what: str) -> dict:
-    """Fill the schema's defaults into `data` (in place) and raise ConfigError naming bad keys."""
-    root = schema(name)
-    _fill_defaults(data, root, root)
-    validator = jsonschema.Draft202012Validator(root)
-    errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
-    if errors:
-        raise ConfigError(f"invalid {what}: " + "; ".join(_message(e) for e in errors))
-    return data
+from miqd.errors import ConfigError, InputError
+from miqd.schema import check_schema
 
 
 def validate(config: dict, whole_workflow: bool = True) -> dict:
@@ -178,14 +106,14 @@ def _check_train_runs(config: dict) -> None:
 
 def _check_select_roi(config: dict) -> None:
     """What the schema cannot say about the select and roi sections."""
-    from miqd import iqa
+    from miqd import nriqa
 
     for dataset, sel in config["select"].items():
         key = f"select.{dataset}"
         names = [m["name"] for m in sel["metrics"]]
         for i, entry in enumerate(sel["metrics"]):
             try:
-                iqa.check_metric_config(entry, f"{key}.metrics[{i}]")
+                nriqa.check_metric_config(entry, f"{key}.metrics[{i}]")
             except InputError as err:
                 raise ConfigError(f"invalid config: key {err}") from None
             if entry["name"] in names[:i]:
@@ -197,7 +125,7 @@ def _check_select_roi(config: dict) -> None:
         if sel["method"] == "top_k":
             if not names:
                 raise ConfigError(f"invalid config: key {key}.metrics: method top_k ranks by NR-IQA scores; "
-                                  f"name at least one metric ({', '.join(iqa.available_metrics())})")
+                                  f"name at least one metric ({', '.join(nriqa.available_metrics())})")
             if dataset != "imagenet":
                 raise ConfigError(f"invalid config: key {key}.method: top_k keeps the best k per class and "
                                   f"{dataset} has no classes; use all or list")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from miqd.io import InputError
+from miqd.errors import InputError
 
 
 def resolve_device(device: str, key: str) -> str:

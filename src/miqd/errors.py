@@ -5,3 +5,7 @@ from __future__ import annotations
 
 class InputError(ValueError):
     """Bad input a user must fix: the message names the file or key and what to do."""
+
+
+class ConfigError(InputError):
+    """The config (or model registry) is invalid; the message names the key."""

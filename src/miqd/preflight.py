@@ -132,7 +132,7 @@ def _architecture(spec, registry: str) -> list[str]:
 
 def check_training(config: dict) -> list[str]:
     from miqd.models.weights import checkpoint_path
-    from miqd.train.models import MODELS, training_spec
+    from miqd.train.networks import MODELS, training_spec
 
     t = config["train"]
     problems = []

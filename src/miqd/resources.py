@@ -15,7 +15,7 @@ import pandas as pd
 import yaml
 
 from miqd import layout
-from miqd.io import InputError
+from miqd.errors import InputError
 
 MEM_HEADROOM = 1.3  # peaks vary with images per chunk and allocator timing
 TIME_HEADROOM = 1.5  # nodes differ; a job killed at its limit loses its work

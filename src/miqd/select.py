@@ -42,9 +42,10 @@ import pandas as pd
 import pyarrow as pa
 from scipy.stats import rankdata
 
-from miqd import iqa, sources
+from miqd import nriqa, sources
 from miqd.devices import resolve_device
-from miqd.io import InputError, conversion, image_size, open_image, read_image, write_table
+from miqd.errors import InputError
+from miqd.io import conversion, image_size, open_image, read_image, write_table
 
 log = logging.getLogger("miqd.select")
 
@@ -207,7 +208,7 @@ def score_images(paths: list[str], image_ids: list[str], sizes: list[tuple[int, 
     device = resolve_device(cfg["device"], f"select.{dataset}.device")
     torch.set_num_threads(cfg["threads"])
     metrics = [
-        iqa.create_metric(m["name"], m.get("weights"), device, m.get("options"),
+        nriqa.create_metric(m["name"], m.get("weights"), device, m.get("options"),
                           key=f"select.{dataset}.metrics[{i}] ({m['name']})")
         for i, m in enumerate(cfg["metrics"])
     ]
@@ -269,7 +270,7 @@ def run(config: dict, dataset: str, shard: int, out_path: str) -> pd.DataFrame:
                                              [(w, h) for w, h, _ in headers], cfg, dataset)
         else:  # an empty shard (more shards than classes) still has the metric columns
             raw = pd.DataFrame({m["name"]: np.zeros(0) for m in cfg["metrics"]})
-            lower_better = {m["name"]: iqa.metric_info(m["name"]).lower_better for m in cfg["metrics"]}
+            lower_better = {m["name"]: nriqa.metric_info(m["name"]).lower_better for m in cfg["metrics"]}
         groups = members["class_index"] if dataset == "imagenet" else pd.Series(0, index=members.index)
         combined = combine_scores(raw, lower_better, groups, cfg["combine"]["rule"],
                                   cfg["combine"]["weights"])

@@ -26,7 +26,8 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from miqd.io import InputError, write_bytes
+from miqd.errors import InputError
+from miqd.io import write_bytes
 
 
 def package_resource(package: str, resource: str) -> Path:

@@ -35,7 +35,7 @@ from PIL import Image
 from scipy import ndimage
 from scipy.ndimage import zoom as scipy_zoom
 
-from miqd.io import InputError
+from miqd.errors import InputError
 
 MIQD25M = "miqd25m"
 IMAGENET_C = "imagenet_c"

@@ -35,9 +35,9 @@ from miqd.distort import seal
 from miqd.distort.blend import BlendSettings, blend, soft_mask
 from miqd.distort.corruptions import get_corruption
 from miqd.distort.levels import SeverityScheme, Streams, compute_levels
-from miqd.io import (InputError, encode_png, file_sha256, read_image, read_mask, read_table, write_bytes,
-                     write_table)
-from miqd.quality import SSIMReference, psnr
+from miqd.errors import InputError
+from miqd.io import encode_png, file_sha256, read_image, read_mask, read_table, write_bytes, write_table
+from miqd.fidelity import SSIMReference, psnr
 from miqd.workers import die_with_parent
 
 log = logging.getLogger("miqd.distort")

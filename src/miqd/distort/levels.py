@@ -27,8 +27,8 @@ import yaml
 from PIL import Image
 
 from miqd.distort.corruptions import Corruption, get_corruption
-from miqd.io import InputError
-from miqd.quality import psnr
+from miqd.errors import InputError
+from miqd.fidelity import psnr
 from miqd.seeding import rng_for
 
 DEFAULT_RANKS = (1, 5, 8, 10, 12)

@@ -49,7 +49,7 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
-from miqd.io import InputError
+from miqd.errors import InputError
 
 # Built exactly as pycocotools' Params.setDetParams builds iouThrs and recThrs.
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)

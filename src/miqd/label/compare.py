@@ -17,8 +17,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from miqd import layout
-from miqd.io import InputError, write_text
-from miqd.metrics import plcc, srcc
+from miqd.errors import InputError
+from miqd.io import write_text
+from miqd.correlation import plcc, srcc
 
 log = logging.getLogger("miqd.compare")
 

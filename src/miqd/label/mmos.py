@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from miqd.io import InputError
+from miqd.errors import InputError
 
 WEIGHT_SCHEMES = ("benchmark", "uniform")
 LABEL_TYPES = ("consistency", "accuracy", "composite")

@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from miqd.io import InputError, read_table, write_table, write_text
+from miqd.errors import InputError
+from miqd.io import read_table, write_table, write_text
 from miqd.seeding import rng_for
 
 log = logging.getLogger("miqd.split")

@@ -22,11 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from miqd import sources
-from miqd.io import InputError, file_sha256, read_table, write_table
+from miqd.errors import InputError
+from miqd.io import file_sha256, read_table, write_table
 from miqd.models import predictions
 from miqd.label.ap import xyxy_to_xywh
 from miqd.label.mmos import mmos, model_weights
-from miqd.label.scores import Objects, clean_reference, cls_accuracy, cls_consistency, detection_scores
+from miqd.label.agreement import Objects, clean_reference, cls_accuracy, cls_consistency, detection_scores
 
 log = logging.getLogger("miqd.label")
 

@@ -18,9 +18,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from miqd.io import InputError, write_table, write_text
+from miqd.errors import InputError
+from miqd.io import write_table, write_text
 from miqd.label.mmos import LABEL_TYPES, mmos, model_weights
-from miqd.metrics import plcc, rmse, srcc
+from miqd.correlation import plcc, rmse, srcc
 from miqd.seeding import rng_for
 
 log = logging.getLogger("miqd.validate")

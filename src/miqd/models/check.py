@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from miqd.io import InputError
+from miqd.errors import InputError
 from miqd.models.registry import ModelSpec, load_registry
 
 

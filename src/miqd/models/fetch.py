@@ -15,7 +15,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from miqd.io import InputError
+from miqd.errors import InputError
 from miqd.models.registry import ModelSpec, load_registry
 
 # OpenMMLab checkpoints end in -<first 8 hex digits of their SHA-256>.pth

@@ -39,7 +39,8 @@ import pyarrow.parquet as pq
 
 from miqd import layout
 from miqd.devices import resolve_device
-from miqd.io import InputError, decode_image, file_sha256, read_table, write_table
+from miqd.errors import InputError
+from miqd.io import decode_image, file_sha256, read_table, write_table
 from miqd.models import predictions as P
 from miqd.models.backends import create_predictor
 from miqd.models.registry import ModelSpec

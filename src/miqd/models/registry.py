@@ -15,7 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from miqd.config import ConfigError, check_schema
+from miqd.errors import ConfigError
+from miqd.schema import check_schema
 
 TASKS = ("cls", "det", "ins")
 

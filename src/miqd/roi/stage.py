@@ -28,7 +28,8 @@ import pandas as pd
 import pyarrow as pa
 
 from miqd import layout
-from miqd.io import InputError, read_image, read_mask, read_table, write_mask_png, write_table
+from miqd.errors import InputError
+from miqd.io import read_image, read_mask, read_table, write_mask_png, write_table
 from miqd.roi.coco_gt import coco_index, instances_mask
 from miqd.seeding import rng_for, stream_key
 

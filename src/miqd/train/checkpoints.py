@@ -18,7 +18,7 @@ import json
 import re
 from pathlib import Path
 
-from miqd.io import InputError
+from miqd.errors import InputError
 from miqd.models.weights import fit_report, mmseg_vit_to_timm, torch_load
 
 FORMAT = "miqd-quality-model/1"
@@ -116,27 +116,3 @@ def whole_model_file(weights) -> Path | None:
     except InputError:
         return None  # the backbone loader reports what is wrong with it
     return path if raw.get("format") == FORMAT or miqa_model(_state(raw)) else None
-
-
-def load_quality_model(path: str | Path, device: str = "cpu", trust_pickle: bool = False):
-    """(model in eval mode, what is known of it) from a model.pt of `miqd train` or a MIQA checkpoint."""
-    from miqd.train.models import checkpoint_file, create_model
-
-    path = checkpoint_file(path)
-    try:
-        raw = read(path, f"checkpoint {path.name}", trust_pickle)
-    except (InputError, MemoryError):
-        raise
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise InputError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); "
-                         f"is it a model.pt written by `miqd train`?") from None
-    name, sd, info = recognise(raw, path)
-    s = info["settings"]
-    model = create_model(name, weights="random", arch=s["arch"], seed=s["seed"], img_size=s["crop"],
-                         region_arch=s["region_arch"], region_weights="random" if s["region_arch"] else None,
-                         region_size=s["region_size"])
-    problem = fit_report(model.state_dict(), sd)
-    if problem:
-        raise InputError(f"checkpoint {path} ({info['source']}, {name}) does not fit miqd's {name}: {problem}")
-    model.load_state_dict(sd, strict=True)
-    return model.to(device).eval(), info

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from miqd import layout
-from miqd.io import InputError, read_image, read_table
+from miqd.errors import InputError
+from miqd.io import read_image, read_table
 from miqd.seeding import rng_for
 from miqd.train.transforms import Preprocess
 

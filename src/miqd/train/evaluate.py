@@ -24,11 +24,12 @@ import numpy as np
 import pandas as pd
 
 from miqd import layout
-from miqd.io import InputError, read_image, read_table, write_table, write_text
-from miqd.metrics import correlations, fit_logistic5, logistic5
+from miqd.errors import InputError
+from miqd.io import read_image, read_table, write_table, write_text
+from miqd.correlation import correlations, fit_logistic5, logistic5
 from miqd.train import files
 from miqd.train.data import LABELS, samples
-from miqd.train.models import model_def
+from miqd.train.networks import model_def
 
 log = logging.getLogger("miqd.evaluate")
 
@@ -80,7 +81,7 @@ def evaluate_run(config: dict, run_name: str) -> pd.DataFrame:
 
     from miqd.train.data import QualityDataset
     from miqd.devices import resolve_device
-    from miqd.train.checkpoints import load_quality_model
+    from miqd.train.networks import load_quality_model
     from miqd.train.loop import predict
     from miqd.train.transforms import Preprocess
 
@@ -124,7 +125,7 @@ def evaluate_run(config: dict, run_name: str) -> pd.DataFrame:
 
 def _psnr_ssim_from_sources(val: pd.DataFrame) -> pd.DataFrame:
     """PSNR / SSIM to the undistorted source where the sample table has none (published data)."""
-    from miqd.quality import SSIMReference, psnr
+    from miqd.fidelity import SSIMReference, psnr
 
     val = val.copy()
     todo = val["psnr"].isna() | val["ssim"].isna()
@@ -145,12 +146,12 @@ def _psnr_ssim_from_sources(val: pd.DataFrame) -> pd.DataFrame:
 
 def _pyiqa_metric(entry: dict, device: str):
     """(callable on (distorted, reference) float batches -> scores, lower_better, full_reference)."""
-    from miqd import iqa
+    from miqd import nriqa
 
     name = entry["name"]
     weights = entry.get("weights", "hub")
-    if name in iqa.available_metrics():  # no-reference, the select stage's registry
-        metric = iqa.create_metric(name, weights, device, key=f"evaluate.pyiqa {name}")
+    if name in nriqa.available_metrics():  # no-reference, the select stage's registry
+        metric = nriqa.create_metric(name, weights, device, key=f"evaluate.pyiqa {name}")
         return (lambda dist, ref: metric.scores(dist)), metric.lower_better, False
     import pyiqa
 

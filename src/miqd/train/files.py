@@ -19,7 +19,7 @@ def run_name(run: dict) -> str:
 
 
 def find_run(config: dict, name: str) -> dict:
-    from miqd.io import InputError
+    from miqd.errors import InputError
 
     runs = {run_name(r): r for r in config["train"]["runs"]}
     if name not in runs:

@@ -29,14 +29,15 @@ import pandas as pd
 
 from miqd import __version__
 from miqd.devices import autocast, resolve_device
-from miqd.io import InputError, write_bytes, write_text
-from miqd.metrics import correlations
+from miqd.errors import InputError
+from miqd.io import write_bytes, write_text
+from miqd.correlation import correlations
 from miqd.seeding import stream_key
 from miqd.train import files
 from miqd.train.checkpoints import FORMAT
 from miqd.train.data import QualityDataset, samples
 from miqd.train.losses import get_loss
-from miqd.train.models import create_model, model_def, parameter_counts, weights_note
+from miqd.train.networks import create_quality_model, model_def, parameter_counts, weights_note
 from miqd.train.transforms import Preprocess
 
 log = logging.getLogger("miqd.train")
@@ -337,7 +338,7 @@ def _train(config: dict, run_name: str, s: TrainSettings, outputs: dict, work: P
     evals = eval_steps(steps_per_epoch, s.epochs, s.evals_per_epoch)
     fingerprint = s.fingerprint(table)
 
-    model = create_model(s.model, s.weights, s.arch, s.seed, s.crop, s.region_arch, s.region_weights,
+    model = create_quality_model(s.model, s.weights, s.arch, s.seed, s.crop, s.region_arch, s.region_weights,
                          s.region_size).to(device)
     counts = parameter_counts(model)
     if dist.main:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from miqd.io import InputError
+from miqd.errors import InputError
 
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {}
 

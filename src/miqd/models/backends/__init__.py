@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-from miqd.io import InputError
+from miqd.errors import InputError
 from miqd.models.backends.base import Predictor
 from miqd.models.registry import ModelSpec
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from miqd.devices import autocast
-from miqd.io import InputError
+from miqd.errors import InputError
 from miqd.models.coco import ALIASES, COCO_CATEGORIES, COCO_ID_BY_NAME, COCO_IDS
 from miqd.models.registry import ModelSpec
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from miqd.io import InputError
+from miqd.errors import InputError
 from miqd.models.backends.base import Predictor, coco_label_lookup, detection
 from miqd.models.coco import COCO_CATEGORIES
 from miqd.models.registry import ModelSpec
@@ -324,7 +324,7 @@ def _create(spec: ModelSpec, device: str):
     if ckpt is None:
         model.init_weights()
     else:
-        state_dict, meta = load_checkpoint(spec, ckpt)
+        state_dict, meta = load_checkpoint(ckpt, spec.weights, spec.arch, f"model {spec.id!r}")
         load_into(model, spec, state_dict, ckpt)
     if device == "cpu" and any(isinstance(m, RoIPool) for m in model.modules()):
         raise InputError(f"model {spec.id!r}: {spec.arch} uses RoIPool, which mmcv runs only on CUDA")

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from miqd.io import InputError
+from miqd.errors import InputError
 from miqd.models.backends.base import Predictor
 from miqd.models.registry import ModelSpec
 from miqd.models.weights import checkpoint_path, load_into, load_state_dict, seed_for
@@ -36,7 +36,7 @@ def _create(spec: ModelSpec):
         )
     path = checkpoint_path(spec)
     if path is not None:
-        load_into(model, spec, load_state_dict(spec, path), path)
+        load_into(model, spec, load_state_dict(path, spec.weights, spec.arch, f"model {spec.id!r}"), path)
     return model
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from miqd.io import InputError
+from miqd.errors import InputError
 from miqd.models.backends.base import Predictor, detection
 from miqd.models.coco import COCO_IDS
 from miqd.models.registry import ModelSpec
@@ -50,7 +50,7 @@ def _create(spec: ModelSpec):
                          f"it takes {', '.join(sorted(_init_parameters(type(model)) - {'self'}))}")
     path = checkpoint_path(spec)
     if path is not None:
-        load_into(model, spec, load_state_dict(spec, path), path)
+        load_into(model, spec, load_state_dict(path, spec.weights, spec.arch, f"model {spec.id!r}"), path)
     return model
 
 

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from miqd.io import InputError
+from miqd.errors import InputError
 from miqd.models.backends.base import Predictor, coco_label_lookup, detection
 from miqd.models.registry import ModelSpec
 from miqd.models.weights import checkpoint_path, seed_for

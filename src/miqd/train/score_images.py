@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from miqd.io import InputError, atomic_path, read_image, write_text
+from miqd.errors import InputError
+from miqd.io import atomic_path, read_image, write_text
 
 log = logging.getLogger("miqd.score")
 
@@ -44,8 +45,8 @@ def score_images(checkpoint: str, paths: list[Path], device: str = "cpu", batch_
     (path, reason) of every image that could not be read, which is skipped."""
     import torch
 
-    from miqd.train.checkpoints import load_quality_model
-    from miqd.train.models import model_def
+    from miqd.train.networks import load_quality_model
+    from miqd.train.networks import model_def
     from miqd.train.transforms import Preprocess
 
     model, ckpt = load_quality_model(checkpoint, device, trust_pickle)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from miqd.io import InputError
+from miqd.errors import InputError
 
 HUB = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights"
 
@@ -174,12 +174,9 @@ def create_metric(name: str, weights: str | dict | None = None, device: str = "c
 
 
 def _load_checkpoint(net, info: MetricInfo, weights: dict, path: Path, key: str) -> None:
-    from miqd.models.registry import ModelSpec
     from miqd.models.weights import fit_report, load_state_dict
 
-    spec = ModelSpec(id=key, task="iqa", backend="pyiqa", arch=info.name, weights=dict(weights),
-                     benchmark=0.0, group="select")
-    sd = load_state_dict(spec, path)
+    sd = load_state_dict(path, weights, info.name, key, f"{key}.weights")
     for wrapper in ("params", "params_ema"):  # pyiqa / BasicSR checkpoints
         if wrapper in sd and isinstance(sd[wrapper], dict):
             sd = sd[wrapper]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from miqd.io import InputError
+from miqd.errors import InputError
 from miqd.label import ap
 
 EMPTY_REFERENCE_POLICIES = ("agreement", "exclude")

@@ -1,6 +1,6 @@
 """Quality models: RA-MIQA (paper §5) and the retrained baselines, in one registry.
 
-`create_model(name, ...)` builds any of them the way `timm.create_model` builds a classifier.
+`create_quality_model(name, ...)` builds any of them the way `timm.create_model` builds a classifier.
 Every model maps a batch of uint8 images to one score per image and normalises its inputs itself,
 so data loading stays uint8 and model-agnostic.
 
@@ -34,10 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from miqd.io import InputError
+from miqd.errors import InputError
 from miqd.models.registry import ModelSpec
-from miqd.models.weights import checkpoint_path, load_into, load_state_dict
+from miqd.models.weights import checkpoint_path, fit_report, load_into, load_state_dict
 from miqd.seeding import stream_key
+from miqd.train import checkpoints
 
 IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 HALF_NORM = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -127,7 +128,7 @@ def _load_pretrained(model: nn.Module, what: str, arch: str, weights, key: str, 
     spec = training_spec(what, arch, weights)
     path = checkpoint_path(spec, key)
     new_keys = tuple(f"{h}." for h in _classifier_keys(model)) if new_head else ()
-    load_into(model, spec, _adapt(model, load_state_dict(spec, path, key), new_head), path, new_keys=new_keys)
+    load_into(model, spec, _adapt(model, load_state_dict(path, weights, arch, key, key), new_head), path, new_keys=new_keys)
 
 
 def _seed(seed: int, what: str, arch: str) -> None:
@@ -321,7 +322,7 @@ for _name, _arch, _paper in [
     register_model(_name, _arch, _paper)(_baseline)
 
 
-def create_model(name: str, weights="random", arch: str | None = None, seed: int = 0, img_size: int = 224,
+def create_quality_model(name: str, weights="random", arch: str | None = None, seed: int = 0, img_size: int = 224,
                  region_arch: str | None = None, region_weights=None, region_size: int = 288) -> nn.Module:
     """Build quality model `name`.
 
@@ -331,8 +332,6 @@ def create_model(name: str, weights="random", arch: str | None = None, seed: int
     full. The region encoder (RA-MIQA only) is always pretrained: `region_weights` must not be
     `random` in earnest use, but tests may pass it.
     """
-    from miqd.train import checkpoints
-
     d = model_def(name)
     full = checkpoints.whole_model_file(weights)
     region = None
@@ -362,3 +361,25 @@ def checkpoint_file(path: str | Path) -> Path:
         raise InputError(f"checkpoint {path} does not exist; train a model first (`miqd train`, or "
                          f"`snakemake` for the workflow's runs) or pass --checkpoint")
     return path
+
+
+def load_quality_model(path: str | Path, device: str = "cpu", trust_pickle: bool = False):
+    """(model in eval mode, what is known of it) from a model.pt of `miqd train` or a MIQA checkpoint."""
+    path = checkpoint_file(path)
+    try:
+        raw = checkpoints.read(path, f"checkpoint {path.name}", trust_pickle)
+    except (InputError, MemoryError):
+        raise
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
+        raise InputError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); "
+                         f"is it a model.pt written by `miqd train`?") from None
+    name, sd, info = checkpoints.recognise(raw, path)
+    s = info["settings"]
+    model = create_quality_model(name, weights="random", arch=s["arch"], seed=s["seed"], img_size=s["crop"],
+                                 region_arch=s["region_arch"], region_weights="random" if s["region_arch"] else None,
+                                 region_size=s["region_size"])
+    problem = fit_report(model.state_dict(), sd)
+    if problem:
+        raise InputError(f"checkpoint {path} ({info['source']}, {name}) does not fit miqd's {name}: {problem}")
+    model.load_state_dict(sd, strict=True)
+    return model.to(device).eval(), info

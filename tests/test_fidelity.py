@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from miqd.quality import SSIMReference, luma, psnr, ssim
+from miqd.fidelity import SSIMReference, luma, psnr, ssim
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""miqd.metrics against scipy.stats, and the logistic fit on data with a known answer."""
+"""miqd.correlation against scipy.stats, and the logistic fit on data with a known answer."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 from scipy.optimize import curve_fit
 
-from miqd import metrics
+from miqd import correlation
 
 
 def _vectors(seed: int, n: int, ties: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -27,31 +27,31 @@ def test_rank_and_linear_correlations_match_scipy(n: int, ties: bool) -> None:
     for seed in range(5):
         x, y = _vectors(seed, n, ties)
         for ours, ref in [
-            (metrics.srcc(x, y), stats.spearmanr(x, y).statistic),
-            (metrics.krcc(x, y), stats.kendalltau(x, y).statistic),  # tau-b
-            (metrics.plcc(x, y), stats.pearsonr(x, y).statistic if np.ptp(x) and np.ptp(y) else np.nan),
+            (correlation.srcc(x, y), stats.spearmanr(x, y).statistic),
+            (correlation.krcc(x, y), stats.kendalltau(x, y).statistic),  # tau-b
+            (correlation.plcc(x, y), stats.pearsonr(x, y).statistic if np.ptp(x) and np.ptp(y) else np.nan),
         ]:
             if np.isnan(ref):
                 assert np.isnan(ours)
             else:
                 assert ours == pytest.approx(ref, abs=1e-12)
-        assert metrics.rmse(x, y) == pytest.approx(np.sqrt(np.mean((x - y) ** 2)), abs=1e-12)
+        assert correlation.rmse(x, y) == pytest.approx(np.sqrt(np.mean((x - y) ** 2)), abs=1e-12)
 
 
 def test_kendall_on_permutations_counts_inversions() -> None:
     n = 10
-    assert metrics.krcc(np.arange(n), np.arange(n)) == 1.0
-    assert metrics.krcc(np.arange(n), np.arange(n)[::-1]) == -1.0
+    assert correlation.krcc(np.arange(n), np.arange(n)) == 1.0
+    assert correlation.krcc(np.arange(n), np.arange(n)[::-1]) == -1.0
     y = np.arange(n)
     y[[0, 1]] = y[[1, 0]]  # one swapped pair of 45
-    assert metrics.krcc(np.arange(n), y) == pytest.approx((44 - 1) / 45)
+    assert correlation.krcc(np.arange(n), y) == pytest.approx((44 - 1) / 45)
 
 
 def test_constant_vector_gives_nan() -> None:
     x = np.ones(20)
     y = np.arange(20.0)
-    assert np.isnan(metrics.srcc(x, y)) and np.isnan(metrics.krcc(x, y)) and np.isnan(metrics.plcc(x, y))
-    out = metrics.correlations(x, y)
+    assert np.isnan(correlation.srcc(x, y)) and np.isnan(correlation.krcc(x, y)) and np.isnan(correlation.plcc(x, y))
+    out = correlation.correlations(x, y)
     assert np.isnan(out["srcc"]) and np.isnan(out["plcc"])
     # the mapping of a constant predictor is the mean label: RMSE is the label's std
     assert out["rmse"] == pytest.approx(np.std(y))
@@ -67,7 +67,7 @@ def test_constant_vector_gives_nan() -> None:
 )
 def test_bad_input_is_an_error(bad, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        metrics.correlations(*bad)
+        correlation.correlations(*bad)
 
 
 TRUE_PARAMS = [
@@ -82,11 +82,11 @@ def test_logistic_fit_recovers_known_mapping(params) -> None:
     rng = np.random.default_rng(0)
     a3 = params[2]
     q = rng.uniform(a3 - 8 / abs(params[1]), a3 + 8 / abs(params[1]), 3000)
-    clean = metrics.logistic5(q, *params)
+    clean = correlation.logistic5(q, *params)
     y = clean + rng.normal(scale=1e-3 * np.ptp(clean), size=q.size)
-    fitted = metrics.fit_logistic5(q, y)
+    fitted = correlation.fit_logistic5(q, y)
     # the curve is what matters (a1, a2 can trade sign: a1 σ(-z) form); it equals the truth
-    assert np.max(np.abs(metrics.logistic5(q, *fitted) - clean)) < 5e-3 * np.ptp(clean)
+    assert np.max(np.abs(correlation.logistic5(q, *fitted) - clean)) < 5e-3 * np.ptp(clean)
     # and with the sign convention a2 > 0 the parameters themselves come back
     a1, a2, a3_, a4, a5 = fitted
     if np.sign(a2) != np.sign(params[1]):  # a1 (1/2 - σ(z)) == -a1 (1/2 - σ(-z)): same curve
@@ -98,9 +98,9 @@ def test_logistic_fit_is_least_squares_like_scipy() -> None:
     rng = np.random.default_rng(1)
     q = rng.uniform(0, 1, 400)
     y = 1 / (1 + np.exp(-8 * (q - 0.6))) + rng.normal(scale=0.05, size=q.size)
-    ours = metrics.fit_logistic5(q, y)
-    ref, _ = curve_fit(metrics.logistic5, q, y, p0=[1, 8, 0.6, 0, 0.5], maxfev=20000)
-    sse = lambda p: np.sum((metrics.logistic5(q, *p) - y) ** 2)  # noqa: E731
+    ours = correlation.fit_logistic5(q, y)
+    ref, _ = curve_fit(correlation.logistic5, q, y, p0=[1, 8, 0.6, 0, 0.5], maxfev=20000)
+    sse = lambda p: np.sum((correlation.logistic5(q, *p) - y) ** 2)  # noqa: E731
     assert sse(ours) <= sse(ref) * (1 + 1e-6)
 
 
@@ -108,8 +108,8 @@ def test_correlations_fits_plcc_and_rmse_only() -> None:
     rng = np.random.default_rng(2)
     q = rng.uniform(0, 1, 1000)
     y = np.tanh(6 * (q - 0.5)) * 0.4 + 0.5 + rng.normal(scale=0.02, size=q.size)
-    raw = metrics.correlations(q, y, fit=False)
-    fitted = metrics.correlations(q, y, fit=True)
+    raw = correlation.correlations(q, y, fit=False)
+    fitted = correlation.correlations(q, y, fit=True)
     assert raw["srcc"] == fitted["srcc"] == pytest.approx(stats.spearmanr(q, y).statistic)
     assert raw["krcc"] == fitted["krcc"] == pytest.approx(stats.kendalltau(q, y).statistic)
     assert raw["plcc"] == pytest.approx(stats.pearsonr(q, y).statistic)
@@ -119,13 +119,13 @@ def test_correlations_fits_plcc_and_rmse_only() -> None:
     assert fitted["rmse"] == pytest.approx(0.02, rel=0.1)
     assert fitted["n"] == 1000
     # a monotone transform of the predictions changes neither rank statistic
-    warped = metrics.correlations(np.exp(3 * q), y)
+    warped = correlation.correlations(np.exp(3 * q), y)
     assert warped["srcc"] == pytest.approx(fitted["srcc"]) and warped["krcc"] == pytest.approx(fitted["krcc"])
 
 
 def test_fit_on_few_points_is_never_worse_than_a_line() -> None:
     q = np.array([0.1, 0.5, 0.2, 0.9])
     y = np.array([0.2, 0.4, 0.35, 0.8])
-    p = metrics.fit_logistic5(q, y)
+    p = correlation.fit_logistic5(q, y)
     line = np.polyval(np.polyfit(q, y, 1), q)
-    assert np.sum((metrics.logistic5(q, *p) - y) ** 2) <= np.sum((line - y) ** 2) + 1e-12
+    assert np.sum((correlation.logistic5(q, *p) - y) ** 2) <= np.sum((line - y) ** 2) + 1e-12
