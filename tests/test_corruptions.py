@@ -119,7 +119,7 @@ def test_jpeg_quality_is_truncated(small_image):
 
 
 def test_unknown_corruption_lists_what_exists():
-    with pytest.raises(InputError, match="unknown corruption 'frost'; available: contrast, pixelate"):
+    with pytest.raises(InputError, match="unknown corruption 'frost'; known: contrast, pixelate"):
         get_corruption("frost")
 
 

@@ -220,7 +220,7 @@ def test_hub_weights_fail_with_the_offline_fix(monkeypatch, tmp_path):
     "select_cfg, message",
     [
         ({"metrics": [{"name": "brisqe"}]}, r"select\.imagenet\.metrics\[0\]\.name: unknown NR-IQA metric "
-                                            r"'brisqe'; available: hyperiqa, maniqa, piqe"),
+                                            r"'brisqe'; known: piqe, hyperiqa, maniqa"),
         ({"metrics": [{"name": "piqe", "weights": "hub"}]}, r"metrics\[0\]\.weights: metric 'piqe' has no learned"),
         ({"metrics": [{"name": "piqe"}, {"name": "piqe"}]}, r"metrics\[1\]: metric 'piqe' is listed twice"),
         ({"metrics": []}, r"select\.imagenet\.metrics: method top_k ranks by NR-IQA scores"),

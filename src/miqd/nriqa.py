@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from miqd.errors import InputError
+from miqd.plugins import Registry
 
 HUB = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights"
 
@@ -45,14 +46,11 @@ class MetricInfo:
         return self.checkpoint is not None
 
 
-_METRICS: dict[str, MetricInfo] = {}
+METRICS: Registry[MetricInfo] = Registry("NR-IQA metric")
 
 
 def register(info: MetricInfo) -> MetricInfo:
-    if info.name in _METRICS:
-        raise ValueError(f"metric {info.name!r} is registered twice")
-    _METRICS[info.name] = info
-    return info
+    return METRICS.add(info.name, info)
 
 
 register(MetricInfo("piqe", "piqe", lower_better=True,
@@ -65,21 +63,16 @@ register(MetricInfo("maniqa", "maniqa", lower_better=False, checkpoint="ckpt_kon
 
 
 def available_metrics() -> list[str]:
-    return sorted(_METRICS)
+    return sorted(METRICS)
 
 
 def metric_info(name: str) -> MetricInfo:
-    if name not in _METRICS:
-        raise InputError(f"unknown NR-IQA metric {name!r}; available: {', '.join(available_metrics())}")
-    return _METRICS[name]
+    return METRICS.get(name)
 
 
 def check_metric_config(entry: dict, key: str) -> None:
     """Check a config entry {name, weights, options} without touching files; fill weights: hub."""
-    if entry["name"] not in _METRICS:
-        raise InputError(f"{key}.name: unknown NR-IQA metric {entry['name']!r}; "
-                         f"available: {', '.join(available_metrics())}")
-    info = _METRICS[entry["name"]]
+    info = METRICS.get(entry["name"], f"{key}.name")
     weights = entry.get("weights")
     if not info.needs_weights and weights is not None:
         raise InputError(f"{key}.weights: metric {info.name!r} has no learned weights; remove the key")

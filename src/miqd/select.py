@@ -45,6 +45,7 @@ from scipy.stats import rankdata
 from miqd import nriqa, sources
 from miqd.devices import resolve_device
 from miqd.errors import InputError
+from miqd.plugins import Registry
 from miqd.io import conversion, image_size, open_image, read_image, write_table
 
 log = logging.getLogger("miqd.select")
@@ -175,7 +176,10 @@ def _select_top_k(shard: pd.DataFrame, everything: pd.DataFrame, cfg: dict, rank
     return top_k(rank, cfg["k"])
 
 
-METHODS: dict[str, Method] = {"all": _select_all, "list": _select_list, "top_k": _select_top_k}
+METHODS: Registry[Method] = Registry("selection method")
+METHODS.add("all", _select_all)
+METHODS.add("list", _select_list)
+METHODS.add("top_k", _select_top_k)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,7 +284,8 @@ def run(config: dict, dataset: str, shard: int, out_path: str) -> pd.DataFrame:
         for m in raw.columns:
             table[f"score_{m}"] = raw[m].to_numpy()
             metric_columns.append(f"score_{m}")
-    table["selected"] = METHODS[cfg["method"]](members, everything, cfg, rank).to_numpy(dtype=bool)
+    method = METHODS.get(cfg["method"], f"select.{dataset}.method")
+    table["selected"] = method(members, everything, cfg, rank).to_numpy(dtype=bool)
     schema = SELECT_SCHEMA
     for c in metric_columns:
         schema = schema.append(pa.field(c, pa.float64()))

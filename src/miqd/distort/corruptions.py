@@ -36,6 +36,7 @@ from scipy import ndimage
 from scipy.ndimage import zoom as scipy_zoom
 
 from miqd.errors import InputError
+from miqd.plugins import Registry
 
 MIQD25M = "miqd25m"
 IMAGENET_C = "imagenet_c"
@@ -83,7 +84,7 @@ class Corruption:
         return ",".join(f"{n}={v:g}" for n, v in zip(self.param_names, params, strict=True))
 
 
-_REGISTRY: dict[str, Corruption] = {}
+CORRUPTIONS: Registry[Corruption] = Registry("corruption")
 
 
 def register(
@@ -98,7 +99,8 @@ def register(
     """Add a corruption (or another variant of one) to the registry: a decorated function."""
 
     def deco(fn: CorruptionFn) -> CorruptionFn:
-        entry = _REGISTRY.setdefault(name, Corruption(name, category, tuple(params), stochastic))
+        entry = CORRUPTIONS.get(name) if name in CORRUPTIONS else CORRUPTIONS.add(
+            name, Corruption(name, category, tuple(params), stochastic))
         if (entry.category, entry.param_names, entry.stochastic) != (category, tuple(params), stochastic):
             raise ValueError(f"corruption {name}: variant {variant} disagrees on category/params")
         if variant in entry.implementations:
@@ -110,17 +112,12 @@ def register(
 
 
 def get_corruption(name: str) -> Corruption:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise InputError(
-            f"unknown corruption {name!r}; available: {', '.join(available_corruptions())}"
-        ) from None
+    return CORRUPTIONS.get(name)
 
 
 def available_corruptions() -> list[str]:
     """Names in the paper's order (Table 2)."""
-    return list(_REGISTRY)
+    return CORRUPTIONS.names()
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from miqd.errors import InputError
+from miqd.plugins import Registry
 from miqd.models.registry import ModelSpec
 from miqd.seeding import stream_key
 
@@ -150,11 +151,7 @@ def load_checkpoint(path: Path, weights: dict | str, arch: str, what: str,
     if key_map is None and _looks_mmseg_vit(sd):
         key_map = "mmseg_vit"  # recognised by its keys: mmsegmentation's VisionTransformer
     if key_map:
-        if key_map not in KEY_MAPS:
-            raise InputError(
-                f"{what}: unknown {key}.key_map {key_map!r}; known: {', '.join(KEY_MAPS)}"
-            )
-        sd = KEY_MAPS[key_map](sd, arch, what)
+        sd = KEY_MAPS.get(key_map, f"{what}: {key}.key_map")(sd, arch, what)
     return sd, meta
 
 
@@ -287,9 +284,8 @@ def _sere(sd: dict, arch: str = "", what: str = "") -> dict:
 
 
 # (state dict, timm arch, who loads it for messages) -> the state dict in timm's names
-KEY_MAPS: dict[str, Callable[[dict, str, str], dict]] = {
-    "efficientnet_pytorch": _efficientnet_pytorch,
-    "dino": _dino,
-    "mmseg_vit": lambda sd, arch, what: mmseg_vit_to_timm(sd),
-    "sere": _sere,
-}
+KEY_MAPS: Registry[Callable[[dict, str, str], dict]] = Registry("key map")
+KEY_MAPS.add("efficientnet_pytorch", _efficientnet_pytorch)
+KEY_MAPS.add("dino", _dino)
+KEY_MAPS.add("mmseg_vit", lambda sd, arch, what: mmseg_vit_to_timm(sd))
+KEY_MAPS.add("sere", _sere)

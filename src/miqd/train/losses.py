@@ -10,23 +10,14 @@ from collections.abc import Callable
 
 import torch
 
-from miqd.errors import InputError
+from miqd.plugins import Registry
 
-LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {}
-
-
-def register_loss(name: str):
-    def wrap(fn):
-        LOSSES[name] = fn
-        return fn
-
-    return wrap
+LOSSES: Registry[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = Registry("loss")
+register_loss = LOSSES.register
 
 
 def get_loss(name: str):
-    if name not in LOSSES:
-        raise InputError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}")
-    return LOSSES[name]
+    return LOSSES.get(name)
 
 
 @register_loss("mse")

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from miqd.errors import InputError
+from miqd.plugins import Registry
 from miqd.models.registry import ModelSpec
 from miqd.models.weights import checkpoint_path, fit_report, load_into, load_state_dict
 from miqd.seeding import stream_key
@@ -56,21 +57,19 @@ class ModelDef:
     paper_name: str
 
 
-MODELS: dict[str, ModelDef] = {}
+MODELS: Registry[ModelDef] = Registry("quality model")
 
 
 def register_model(name: str, arch: str, paper_name: str, region: bool = False):
     def wrap(fn):
-        MODELS[name] = ModelDef(name, arch, region, fn, paper_name)
+        MODELS.add(name, ModelDef(name, arch, region, fn, paper_name))
         return fn
 
     return wrap
 
 
 def model_def(name: str) -> ModelDef:
-    if name not in MODELS:
-        raise InputError(f"unknown quality model {name!r}; known: {', '.join(MODELS)}")
-    return MODELS[name]
+    return MODELS.get(name)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,13 +10,13 @@ import importlib
 from miqd.errors import InputError
 from miqd.models.backends.base import Predictor
 from miqd.models.registry import ModelSpec
+from miqd.plugins import Registry
 
-BACKENDS = {
-    "timm": "miqd.models.backends.timm_backend",
-    "torchvision": "miqd.models.backends.torchvision_backend",
-    "ultralytics": "miqd.models.backends.ultralytics_backend",
-    "mmdet": "miqd.models.backends.mmdet_backend",
-}
+BACKENDS: Registry[str] = Registry("backend")  # name -> the module that builds its models
+BACKENDS.add("timm", "miqd.models.backends.timm_backend")
+BACKENDS.add("torchvision", "miqd.models.backends.torchvision_backend")
+BACKENDS.add("ultralytics", "miqd.models.backends.ultralytics_backend")
+BACKENDS.add("mmdet", "miqd.models.backends.mmdet_backend")
 TASKS = {"timm": ("cls",), "torchvision": ("det", "ins"), "ultralytics": ("det", "ins"),
          "mmdet": ("det", "ins")}
 
@@ -24,12 +24,11 @@ TASKS = {"timm": ("cls",), "torchvision": ("det", "ins"), "ultralytics": ("det",
 def create_predictor(spec: ModelSpec, device: str = "cpu", precision: str = "fp32",
                      channels_last: bool = False) -> Predictor:
     """Build `spec` on `device` with its weights loaded; every problem is an InputError naming it."""
-    if spec.backend not in BACKENDS:
-        raise InputError(f"model {spec.id!r}: unknown backend {spec.backend!r}; known: {', '.join(BACKENDS)}")
+    module_name = BACKENDS.get(spec.backend, f"model {spec.id!r}")
     if spec.task not in TASKS[spec.backend]:
         raise InputError(
             f"model {spec.id!r}: backend {spec.backend} serves tasks {', '.join(TASKS[spec.backend])}, "
             f"not {spec.task}"
         )
-    module = importlib.import_module(BACKENDS[spec.backend])
+    module = importlib.import_module(module_name)
     return module.build(spec, device, precision, channels_last)
