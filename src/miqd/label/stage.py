@@ -180,13 +180,13 @@ def run(task: str, models: list[dict], index_paths: list[str], manifest_path: st
                 consistency[rows, j] = cls_consistency(top1, preds.top1[preds.index(clean_key)])
                 accuracy[rows, j] = cls_accuracy(top1, truth[image_id])
                 continue
-            dist = [preds.objects(keys[r]) for r in rows]
+            distorted = [preds.objects(keys[r]) for r in rows]
             kw = dict(masks=task == "ins", iou_thresholds=settings.iou_thresholds,
                       max_dets=settings.max_detections, reference_score=settings.reference_score,
                       empty_reference=settings.empty_reference)
             consistency[rows, j] = detection_scores(
-                dist, clean_reference(preds.objects(clean_key), settings.reference_score), **kw)
-            accuracy[rows, j] = detection_scores(dist, truth[image_id], **kw)
+                distorted, clean_reference(preds.objects(clean_key), settings.reference_score), **kw)
+            accuracy[rows, j] = detection_scores(distorted, truth[image_id], **kw)
         elapsed = time.perf_counter() - start
         log.info("[%d/%d] %s scored: %d images, %.0f pairs/s, elapsed %.0fs", j + 1, m, model["id"], n,
                  n * (j + 1) / max(elapsed, 1e-9), elapsed)

@@ -159,12 +159,12 @@ def after_step(step: int) -> None:
     """Called after each optimizer step (tests inject a kill here)."""
 
 
-class _Dist:
+class _Processes:
     """torchrun's environment: rank, world size, and the collectives the loop needs."""
 
     def __init__(self, device: str):
         import torch
-        import torch.distributed as dist
+        import torch.distributed as tdist
 
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
@@ -174,8 +174,8 @@ class _Dist:
             if device.startswith("cuda"):
                 torch.cuda.set_device(self.local_rank)
                 self.device = f"cuda:{self.local_rank}"
-            if not dist.is_initialized():
-                dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+            if not tdist.is_initialized():
+                tdist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
 
     @property
     def main(self) -> bool:
@@ -184,10 +184,10 @@ class _Dist:
     def gather(self, obj):
         if self.world == 1:
             return [obj]
-        import torch.distributed as dist
+        import torch.distributed as tdist
 
         out = [None] * self.world
-        dist.all_gather_object(out, obj)
+        tdist.all_gather_object(out, obj)
         return out
 
     def mean(self, value: float) -> float:
@@ -195,9 +195,9 @@ class _Dist:
 
     def close(self) -> None:
         if self.world > 1:
-            import torch.distributed as dist
+            import torch.distributed as tdist
 
-            dist.destroy_process_group()
+            tdist.destroy_process_group()
 
 
 def _loader(dataset, batch_sampler, workers: int, pin: bool):
@@ -225,13 +225,13 @@ def predict(model, dataset: QualityDataset, rows: list[int], batch_size: int, wo
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def _validate(model, val_set, val_rows, s: TrainSettings, dist: _Dist) -> dict:
-    pred = predict(model, val_set, val_rows, s.batch_size, s.workers, dist.device, s.precision,
-                   dist.rank, dist.world)
-    parts = dist.gather(pred)
+def _validate(model, val_set, val_rows, s: TrainSettings, procs: _Processes) -> dict:
+    pred = predict(model, val_set, val_rows, s.batch_size, s.workers, procs.device, s.precision,
+                   procs.rank, procs.world)
+    parts = procs.gather(pred)
     full = np.empty(len(val_rows), np.float32)
     for r, p in enumerate(parts):
-        full[r::dist.world] = p
+        full[r::procs.world] = p
     target = val_set.targets[val_rows]
     if np.ptp(full) == 0 or np.ptp(target) == 0:
         return {"srcc": float("nan"), "plcc": float("nan"), "krcc": float("nan"),
@@ -300,172 +300,233 @@ def train(config: dict, run_name: str) -> dict:
     run = files.find_run(config, run_name)
     s = TrainSettings.from_config(config, run)
     outdir = config["outdir"]
-    outputs = files.train_outputs(outdir, run_name)
-    work = files.work_dir(outdir, run_name)
     device = resolve_device(s.device, "train.device")
     torch.set_num_threads(s.threads)
-    dist = _Dist(device)
+    procs = _Processes(device)
     try:
-        return _train(config, run_name, s, outputs, work, dist)
+        table = samples(config, s.task)
+        plan = _Plan.of(table, s, run_name, procs.world)
+        model = create_quality_model(s.model, s.weights, s.arch, s.seed, s.crop, s.region_arch, s.region_weights,
+                                     s.region_size).to(procs.device)
+        if procs.main:
+            _log_start(run_name, s, model, procs.device, table, plan)
+        runner = _Runner(run_name, s, plan, model, table, procs, files.work_dir(outdir, run_name))
+        runner.resume()
+        runner.run()
+        return runner.finish(files.train_outputs(outdir, run_name)) if procs.main else {}
     finally:
-        dist.close()
+        procs.close()
 
 
-def _train(config: dict, run_name: str, s: TrainSettings, outputs: dict, work: Path, dist: _Dist) -> dict:
-    import torch
+@dataclass(frozen=True)
+class _Plan:
+    """Which images train and validate, and the step schedule: fixed by the settings and the data."""
 
-    device = dist.device
-    table = samples(config, s.task)
-    train_rows = np.flatnonzero(table["split"].to_numpy() == "train").tolist()
-    val_all = np.flatnonzero(table["split"].to_numpy() == "val")
-    if not train_rows or not len(val_all):
-        raise InputError(f"task {s.task}: the split has {len(train_rows)} training and {len(val_all)} "
-                         f"validation images; both are needed")
-    if s.val_samples and s.val_samples < len(val_all):
-        g = torch.Generator().manual_seed(stream_key(s.seed, "val-subset") % (2**63))
-        val_rows = sorted(val_all[torch.randperm(len(val_all), generator=g)[: s.val_samples].numpy()].tolist())
-    else:
-        val_rows = val_all.tolist()
-    per_epoch = min(s.samples_per_epoch or len(train_rows), len(train_rows))
-    steps_per_epoch = per_epoch // s.batch_size
-    if steps_per_epoch == 0:
-        raise InputError(f"train.batch_size {s.batch_size} is larger than the {per_epoch} training images "
-                         f"per epoch of {run_name}; lower it")
-    if s.batch_size % dist.world:
-        raise InputError(f"train.batch_size {s.batch_size} does not divide among {dist.world} GPUs")
-    total = steps_per_epoch * s.epochs
-    warmup = round(s.warmup_epochs * steps_per_epoch)
-    evals = eval_steps(steps_per_epoch, s.epochs, s.evals_per_epoch)
-    fingerprint = s.fingerprint(table)
+    train_rows: list[int]
+    val_all: np.ndarray
+    val_rows: list[int]
+    per_epoch: int
+    steps_per_epoch: int
+    total: int
+    warmup: int
+    evals: set[int]
+    fingerprint: str
 
-    model = create_quality_model(s.model, s.weights, s.arch, s.seed, s.crop, s.region_arch, s.region_weights,
-                         s.region_size).to(device)
+    @classmethod
+    def of(cls, table: pd.DataFrame, s: TrainSettings, run_name: str, world: int) -> _Plan:
+        import torch
+
+        train_rows = np.flatnonzero(table["split"].to_numpy() == "train").tolist()
+        val_all = np.flatnonzero(table["split"].to_numpy() == "val")
+        if not train_rows or not len(val_all):
+            raise InputError(f"task {s.task}: the split has {len(train_rows)} training and {len(val_all)} "
+                             f"validation images; both are needed")
+        if s.val_samples and s.val_samples < len(val_all):
+            g = torch.Generator().manual_seed(stream_key(s.seed, "val-subset") % (2**63))
+            val_rows = sorted(val_all[torch.randperm(len(val_all), generator=g)[: s.val_samples].numpy()].tolist())
+        else:
+            val_rows = val_all.tolist()
+        per_epoch = min(s.samples_per_epoch or len(train_rows), len(train_rows))
+        steps_per_epoch = per_epoch // s.batch_size
+        if steps_per_epoch == 0:
+            raise InputError(f"train.batch_size {s.batch_size} is larger than the {per_epoch} training images "
+                             f"per epoch of {run_name}; lower it")
+        if s.batch_size % world:
+            raise InputError(f"train.batch_size {s.batch_size} does not divide among {world} GPUs")
+        return cls(train_rows, val_all, val_rows, per_epoch, steps_per_epoch, steps_per_epoch * s.epochs,
+                   round(s.warmup_epochs * steps_per_epoch), eval_steps(steps_per_epoch, s.epochs, s.evals_per_epoch),
+                   s.fingerprint(table))
+
+
+def _log_start(run_name: str, s: TrainSettings, model, device: str, table: pd.DataFrame, plan: _Plan) -> None:
     counts = parameter_counts(model)
-    if dist.main:
-        log.info("%s: %s (%s) on %s, %d trainable + %d frozen parameters; backbone: %s%s", run_name,
-                 s.model, s.arch, device, counts["trainable"], counts["frozen"], weights_note(s.weights),
-                 f"; region encoder {s.region_arch}: {weights_note(s.region_weights)}" if s.region_arch else "")
-        if s.weights == "random":
-            log.warning("%s: the backbone starts from a seeded RANDOM initialisation, not ImageNet weights "
-                        "(the paper's); scores are a demonstration of the method, not its results", run_name)
-        log.info("%s: %d training images (%d per epoch, %d steps of %d), %d validation images (%d used "
-                 "while training), %d epochs", run_name, len(train_rows), per_epoch, steps_per_epoch,
-                 s.batch_size, len(val_all), len(val_rows), s.epochs)
-        for part, rows in (("training", train_rows), ("validation", val_all)):
-            values = table[s.label].to_numpy()[rows]
-            if np.ptp(values) == 0:
-                log.warning("%s: every %s label %s is %.4g: there is nothing to rank (SRCC, PLCC and KRCC "
-                            "are undefined); check the label stage's models", run_name, part, s.label, values[0])
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
-    min_ratio = s.min_lr / s.lr
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda st: lr_factor(st, total, warmup, min_ratio))
-    step, best, history = 0, {"srcc": -math.inf, "step": 0}, []
-    window_loss, window_n = 0.0, 0  # training loss since the last log line
-    last_path, best_path = work / "last.pt", work / "best.pt"
-    if last_path.is_file():
-        state = torch.load(str(last_path), map_location="cpu", weights_only=True)
-        if state.get("fingerprint") == fingerprint and (state["best"]["step"] == 0 or best_path.is_file()):
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            step, best, history = state["step"], state["best"], json.loads(state["history"])
-            window_loss, window_n = state["window"]
-            if dist.main:
-                log.info("%s: resuming from %s at step %d/%d", run_name, last_path, step, total)
-        elif dist.main:
-            log.warning("%s: %s is from other settings or data; starting afresh", run_name, last_path)
-            step = 0
+    log.info("%s: %s (%s) on %s, %d trainable + %d frozen parameters; backbone: %s%s", run_name,
+             s.model, s.arch, device, counts["trainable"], counts["frozen"], weights_note(s.weights),
+             f"; region encoder {s.region_arch}: {weights_note(s.region_weights)}" if s.region_arch else "")
+    if s.weights == "random":
+        log.warning("%s: the backbone starts from a seeded RANDOM initialisation, not ImageNet weights "
+                    "(the paper's); scores are a demonstration of the method, not its results", run_name)
+    log.info("%s: %d training images (%d per epoch, %d steps of %d), %d validation images (%d used "
+             "while training), %d epochs", run_name, len(plan.train_rows), plan.per_epoch, plan.steps_per_epoch,
+             s.batch_size, len(plan.val_all), len(plan.val_rows), s.epochs)
+    for part, rows in (("training", plan.train_rows), ("validation", plan.val_all)):
+        values = table[s.label].to_numpy()[rows]
+        if np.ptp(values) == 0:
+            log.warning("%s: every %s label %s is %.4g: there is nothing to rank (SRCC, PLCC and KRCC "
+                        "are undefined); check the label stage's models", run_name, part, s.label, values[0])
 
-    train_set = QualityDataset(table, s.label, s.preprocess(train=True), s.seed)
-    val_set = QualityDataset(table, s.label, s.preprocess(train=False), s.seed)
-    loss_fn = get_loss(s.loss)
-    net = model
-    if dist.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[int(device.split(":")[1])] if device.startswith("cuda") else None)
 
-    def save_last() -> None:
-        if dist.main:
-            _save(last_path, {"fingerprint": fingerprint, "step": step, "best": best,
-                              "history": json.dumps(history), "window": [window_loss, window_n],
-                              "model": model.state_dict(),
-                              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
+class _Runner:
+    """The optimisation of one run: its state (step, best, history, loss window) is what last.pt
+    saves, so a resumed run continues exactly where an uninterrupted one would be."""
 
-    model.train()
-    t0, data_wait, timed = time.perf_counter(), 0.0, 0
-    while step < total:
-        epoch, in_epoch = divmod(step, steps_per_epoch)
-        rows = [train_rows[i] for i in epoch_order(s.seed, epoch, len(train_rows), per_epoch)]
-        batches = _Batches(rows, epoch, s.batch_size, in_epoch, dist.rank, dist.world)
-        t_fetch = time.perf_counter()
-        for batch in _loader(train_set, batches, s.workers, device.startswith("cuda")):
-            data_wait += time.perf_counter() - t_fetch
-            torch.manual_seed(stream_key(s.seed, "train-step", step) % (2**63))
-            image = batch["image"].to(device, non_blocking=True)
-            region = batch["region"].to(device, non_blocking=True) if "region" in batch else None
-            target = batch["target"].to(device, non_blocking=True)
-            with autocast(device, s.precision):
-                pred = net(image, region)
-            loss = loss_fn(pred.float(), target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            window_loss += float(loss.detach())
-            window_n += 1
-            timed += 1
-            after_step(step)
-            if step % s.log_every == 0 or step in evals or step == total:
-                mean_loss = dist.mean(window_loss / window_n)
-                history.append({"step": step, "epoch": round(step / steps_per_epoch, 4),
-                                "lr": optimizer.param_groups[0]["lr"], "train_loss": mean_loss})
-                if dist.main:
-                    dt = time.perf_counter() - t0
-                    log.info("%s: step %d/%d epoch %.2f loss %.5f lr %.2e | %.1f img/s, %.0f%% waiting for data",
-                             run_name, step, total, step / steps_per_epoch, mean_loss,
-                             optimizer.param_groups[0]["lr"], timed * s.batch_size / dt,
-                             100 * data_wait / dt)
-                window_loss, window_n, t0, data_wait, timed = 0.0, 0, time.perf_counter(), 0.0, 0
-            if step in evals:
-                val = _validate(net if dist.world == 1 else model, val_set, val_rows, s, dist)
-                # best by SRCC; while SRCC is undefined (constant labels or scores) the latest counts
-                undefined = math.isnan(val["srcc"])
-                if (undefined and best["srcc"] == -math.inf) or (not undefined and val["srcc"] > best["srcc"]):
-                    best = {"srcc": -math.inf if undefined else val["srcc"], "step": step}
-                    if dist.main:
-                        _save(best_path, _model_payload(model, s, step, val))
-                record = {**{f"val_{k}": v for k, v in val.items()}, "best": int(best["step"] == step)}
-                if history and history[-1]["step"] == step:
-                    history[-1].update(record)  # the step's training loss and its validation: one row
-                else:
-                    history.append({"step": step, "epoch": round(step / steps_per_epoch, 4), **record})
-                if dist.main:
-                    log.info("%s: validation at step %d: SRCC %.4f PLCC %.4f KRCC %.4f RMSE %.4f%s", run_name,
-                             step, val["srcc"], val["plcc"], val["krcc"], val["rmse"],
-                             " (best so far)" if best["step"] == step else "")
-                save_last()
-                t0, data_wait, timed = time.perf_counter(), 0.0, 0
-            elif s.checkpoint_every and step % s.checkpoint_every == 0:
-                save_last()
-            if step >= total:
-                break
+    def __init__(self, run_name: str, s: TrainSettings, plan: _Plan, model, table: pd.DataFrame,
+                 procs: _Processes, work: Path):
+        import torch
+
+        self.run_name, self.s, self.plan, self.model, self.procs = run_name, s, plan, model, procs
+        self.last_path, self.best_path, self.work = work / "last.pt", work / "best.pt", work
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+        min_ratio = s.min_lr / s.lr
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda st: lr_factor(st, plan.total, plan.warmup, min_ratio))
+        self.step, self.best, self.history = 0, {"srcc": -math.inf, "step": 0}, []
+        self.window_loss, self.window_n = 0.0, 0  # training loss since the last log line
+        self.train_set = QualityDataset(table, s.label, s.preprocess(train=True), s.seed)
+        self.val_set = QualityDataset(table, s.label, s.preprocess(train=False), s.seed)
+        self.loss_fn = get_loss(s.loss)
+        self.net = model
+        if procs.world > 1:
+            device = procs.device
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[int(device.split(":")[1])] if device.startswith("cuda") else None)
+        self._restart_clock()
+
+    def _restart_clock(self) -> None:
+        self.t0, self.data_wait, self.timed = time.perf_counter(), 0.0, 0
+
+    def resume(self) -> None:
+        import torch
+
+        if not self.last_path.is_file():
+            return
+        state = torch.load(str(self.last_path), map_location="cpu", weights_only=True)
+        if state.get("fingerprint") == self.plan.fingerprint and (state["best"]["step"] == 0
+                                                                   or self.best_path.is_file()):
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.step, self.best, self.history = state["step"], state["best"], json.loads(state["history"])
+            self.window_loss, self.window_n = state["window"]
+            if self.procs.main:
+                log.info("%s: resuming from %s at step %d/%d", self.run_name, self.last_path, self.step,
+                         self.plan.total)
+        elif self.procs.main:
+            log.warning("%s: %s is from other settings or data; starting afresh", self.run_name, self.last_path)
+
+    def save_last(self) -> None:
+        if self.procs.main:
+            _save(self.last_path, {"fingerprint": self.plan.fingerprint, "step": self.step, "best": self.best,
+                                   "history": json.dumps(self.history),
+                                   "window": [self.window_loss, self.window_n], "model": self.model.state_dict(),
+                                   "optimizer": self.optimizer.state_dict(),
+                                   "scheduler": self.scheduler.state_dict()})
+
+    def run(self) -> None:
+        s, plan, device = self.s, self.plan, self.procs.device
+        self.model.train()
+        self._restart_clock()
+        while self.step < plan.total:
+            epoch, in_epoch = divmod(self.step, plan.steps_per_epoch)
+            rows = [plan.train_rows[i] for i in epoch_order(s.seed, epoch, len(plan.train_rows), plan.per_epoch)]
+            batches = _Batches(rows, epoch, s.batch_size, in_epoch, self.procs.rank, self.procs.world)
             t_fetch = time.perf_counter()
+            for batch in _loader(self.train_set, batches, s.workers, device.startswith("cuda")):
+                self.data_wait += time.perf_counter() - t_fetch
+                self._optimise(batch)
+                if self.step % s.log_every == 0 or self.step in plan.evals or self.step == plan.total:
+                    self._log_window()
+                if self.step in plan.evals:
+                    self._validate()
+                elif s.checkpoint_every and self.step % s.checkpoint_every == 0:
+                    self.save_last()
+                if self.step >= plan.total:
+                    break
+                t_fetch = time.perf_counter()
 
-    if dist.main:
-        payload = torch.load(str(best_path), map_location="cpu", weights_only=True)
+    def _optimise(self, batch: dict) -> None:
+        import torch
+
+        device = self.procs.device
+        torch.manual_seed(stream_key(self.s.seed, "train-step", self.step) % (2**63))
+        image = batch["image"].to(device, non_blocking=True)
+        region = batch["region"].to(device, non_blocking=True) if "region" in batch else None
+        target = batch["target"].to(device, non_blocking=True)
+        with autocast(device, self.s.precision):
+            pred = self.net(image, region)
+        loss = self.loss_fn(pred.float(), target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        self.window_loss += float(loss.detach())
+        self.window_n += 1
+        self.timed += 1
+        after_step(self.step)
+
+    def _log_window(self) -> None:
+        step, plan, lr = self.step, self.plan, self.optimizer.param_groups[0]["lr"]
+        mean_loss = self.procs.mean(self.window_loss / self.window_n)
+        self.history.append({"step": step, "epoch": round(step / plan.steps_per_epoch, 4), "lr": lr,
+                             "train_loss": mean_loss})
+        if self.procs.main:
+            dt = time.perf_counter() - self.t0
+            log.info("%s: step %d/%d epoch %.2f loss %.5f lr %.2e | %.1f img/s, %.0f%% waiting for data",
+                     self.run_name, step, plan.total, step / plan.steps_per_epoch, mean_loss, lr,
+                     self.timed * self.s.batch_size / dt, 100 * self.data_wait / dt)
+        self.window_loss, self.window_n = 0.0, 0
+        self._restart_clock()
+
+    def _validate(self) -> None:
+        step, main = self.step, self.procs.main
+        val = _validate(self.net if self.procs.world == 1 else self.model, self.val_set, self.plan.val_rows,
+                        self.s, self.procs)
+        # best by SRCC; while SRCC is undefined (constant labels or scores) the latest counts
+        undefined = math.isnan(val["srcc"])
+        if (undefined and self.best["srcc"] == -math.inf) or (not undefined and val["srcc"] > self.best["srcc"]):
+            self.best = {"srcc": -math.inf if undefined else val["srcc"], "step": step}
+            if main:
+                _save(self.best_path, _model_payload(self.model, self.s, step, val))
+        record = {**{f"val_{k}": v for k, v in val.items()}, "best": int(self.best["step"] == step)}
+        if self.history and self.history[-1]["step"] == step:
+            self.history[-1].update(record)  # the step's training loss and its validation: one row
+        else:
+            self.history.append({"step": step, "epoch": round(step / self.plan.steps_per_epoch, 4), **record})
+        if main:
+            log.info("%s: validation at step %d: SRCC %.4f PLCC %.4f KRCC %.4f RMSE %.4f%s", self.run_name,
+                     step, val["srcc"], val["plcc"], val["krcc"], val["rmse"],
+                     " (best so far)" if self.best["step"] == step else "")
+        self.save_last()
+        self._restart_clock()
+
+    def finish(self, outputs: dict) -> dict:
+        """The best checkpoint becomes model.pt, with the metrics log and plot; nothing is left to resume."""
+        import torch
+
+        s = self.s
+        payload = torch.load(str(self.best_path), map_location="cpu", weights_only=True)
         _save(Path(outputs["model"]), payload)
-        write_metrics(history, outputs["metrics"])
-        plot_metrics(history, outputs["plot"], f"{run_name} ({s.model}, {s.task}, {s.label})")
-        for path in (last_path, best_path):  # finished: nothing left to resume
+        write_metrics(self.history, outputs["metrics"])
+        plot_metrics(self.history, outputs["plot"], f"{self.run_name} ({s.model}, {s.task}, {s.label})")
+        for path in (self.last_path, self.best_path):
             path.unlink(missing_ok=True)
-        if work.is_dir() and not any(work.iterdir()):
-            work.rmdir()
-        log.info("%s: best validation SRCC %.4f at step %d -> %s", run_name, payload["val"]["srcc"],
+        if self.work.is_dir() and not any(self.work.iterdir()):
+            self.work.rmdir()
+        log.info("%s: best validation SRCC %.4f at step %d -> %s", self.run_name, payload["val"]["srcc"],
                  payload["step"], outputs["model"])
         return payload["val"] | {"step": payload["step"]}
-    return {}
 
 
 if __name__ == "__main__":  # one torchrun process: python -m miqd.train.loop CONFIG_JSON RUN
