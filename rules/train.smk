@@ -1,4 +1,4 @@
-# Stage 8, train and evaluate (DESIGN.md §3.8): one job per training run (train.runs, named
+# Stage 8, train and evaluate (docs/design.md, stage 8): one job per training run (train.runs, named
 # <model>_<task>_<label>), one evaluation job per run (its predictions on every evaluated task's
 # validation set), the HVS baselines per task, and one job assembling the paper's tables.
 # GPU jobs: train (resources gpu = train.gpus) and evaluate_run (profiles/slurm); the rest use CPUs.

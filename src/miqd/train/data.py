@@ -78,7 +78,7 @@ def pipeline_samples(outdir: str, task: str, shards: list[str]) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------
-# the published MIQD-2.5M layout (seeds/miqd_readme.md)
+# the published MIQD-2.5M layout (docs/interop.md, "The layout")
 
 PUBLISHED_FOLDERS = {"cls": ("miqa_cls", "miqa_cls"), "det": ("miqa_det", "miqa_det"), "ins": ("miqa_det", "miqa_ins")}
 _SPLIT_CSV = {"cls": "miqa_cls_{split}.csv", "det": "miqa_det_{split}.csv", "ins": "miqa_det_{split}.csv"}
