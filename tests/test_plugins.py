@@ -35,12 +35,13 @@ def test_every_pluggable_kind_is_such_a_registry():
     from miqd.models.backends import BACKENDS
     from miqd.models.weights import KEY_MAPS
     from miqd.nriqa import METRICS
+    from miqd.roi.stage import METHODS as ROI_METHODS
     from miqd.select import METHODS
     from miqd.train.losses import LOSSES
     from miqd.train.networks import MODELS
 
     kinds = {"corruption": CORRUPTIONS, "backend": BACKENDS, "key map": KEY_MAPS, "NR-IQA metric": METRICS,
-             "selection method": METHODS, "loss": LOSSES, "quality model": MODELS}
+             "selection method": METHODS, "ROI method": ROI_METHODS, "loss": LOSSES, "quality model": MODELS}
     for kind, reg in kinds.items():
         assert isinstance(reg, Registry) and reg.kind == kind and len(reg) > 0, kind
     assert available_corruptions() == CORRUPTIONS.names()

@@ -118,7 +118,7 @@ def test_upstream_top5_list_selects_five_per_class_in_every_shard():
     total = 0
     for k in (0, 37, 99):
         shard = sources.shard_members("imagenet", cands, 100, k)
-        chosen = shard[select.METHODS["list"](shard, cands, cfg)]
+        chosen = shard[select.METHODS.get("list")(shard, cands, cfg)]
         assert chosen.groupby("class_index").size().tolist() == [5] * 10
         total += len(chosen)
     assert total == 150
@@ -131,7 +131,7 @@ def test_list_naming_an_unknown_image_is_an_error(tmp_path):
     lst = tmp_path / "list.txt"
     lst.write_text("demo_val_00000001.png\nnope.png\n")
     with pytest.raises(InputError, match=r"names 1 images that are not candidates .*nope\.png"):
-        select.METHODS["list"](cands, cands, {"list": str(lst)})
+        select.METHODS.get("list")(cands, cands, {"list": str(lst)})
 
 
 def test_coco_candidates_are_the_annotated_images(tmp_path):

@@ -145,7 +145,7 @@ def check_training(config: dict) -> list[str]:
     models = t.get("models", {})
     for name in sorted({run["model"] for run in t["runs"]} & set(MODELS)):
         entry = models.get(name, {})
-        arch = entry.get("arch") or MODELS[name].arch
+        arch = entry.get("arch") or MODELS.get(name).arch
         if not timm.is_model(arch):
             problems.append(f"train.models.{name}.arch: timm has no architecture {arch!r}")
         try:
@@ -153,7 +153,7 @@ def check_training(config: dict) -> list[str]:
                             key=f"train.models.{name}.weights")
         except InputError as err:
             problems.append(str(err))
-    if any(MODELS[run["model"]].region for run in t["runs"] if run["model"] in MODELS):
+    if any(MODELS.get(run["model"]).region for run in t["runs"] if run["model"] in MODELS):
         enc = t["region_encoder"]
         if not timm.is_model(enc["arch"]):
             problems.append(f"train.region_encoder.arch: timm has no architecture {enc['arch']!r}")

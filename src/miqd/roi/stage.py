@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from miqd import layout
 from miqd.errors import InputError
+from miqd.plugins import Registry
 from miqd.io import read_image, read_mask, read_table, write_mask_png, write_table
 from miqd.roi.coco_gt import coco_index, instances_mask
 from miqd.seeding import rng_for, stream_key
@@ -143,7 +144,10 @@ def _coseg(rows: pd.DataFrame, cfg: dict, dataset: str, config: dict) -> Iterato
                  done / max(time.perf_counter() - start, 1e-9), device)
 
 
-METHODS: dict[str, Method] = {"coco_gt": _coco_gt, "files": _files, "coseg": _coseg}
+METHODS: Registry[Method] = Registry("ROI method")
+METHODS.add("coco_gt", _coco_gt)
+METHODS.add("files", _files)
+METHODS.add("coseg", _coseg)
 
 
 def run(config: dict, dataset: str, select_path: str, out_path: str) -> pd.DataFrame:
@@ -154,8 +158,9 @@ def run(config: dict, dataset: str, select_path: str, out_path: str) -> pd.DataF
     selected = selected[selected["selected"]].sort_values("image_id", kind="stable")
     rows = []
     written: list[str] = []
+    method = METHODS.get(cfg["method"], f"roi.{dataset}.method")
     try:
-        for row, path, mask, extra in METHODS[cfg["method"]](selected, cfg, dataset, config):
+        for row, path, mask, extra in method(selected, cfg, dataset, config):
             if cfg["method"] != "files":
                 written.append(path)
             fraction, n_components, flag = mask_stats(mask)

@@ -127,7 +127,8 @@ def _load_pretrained(model: nn.Module, what: str, arch: str, weights, key: str, 
     spec = training_spec(what, arch, weights)
     path = checkpoint_path(spec, key)
     new_keys = tuple(f"{h}." for h in _classifier_keys(model)) if new_head else ()
-    load_into(model, spec, _adapt(model, load_state_dict(path, weights, arch, key, key), new_head), path, new_keys=new_keys)
+    state_dict = _adapt(model, load_state_dict(path, weights, arch, key, key), new_head)
+    load_into(model, spec, state_dict, path, new_keys=new_keys)
 
 
 def _seed(seed: int, what: str, arch: str) -> None:

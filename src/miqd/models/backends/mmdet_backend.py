@@ -36,7 +36,7 @@ def require_mmdet() -> None:
         what = ", ".join(missing) if missing else "mmcv's compiled ops (mmcv._ext; mmcv-lite is not enough)"
         raise InputError(
             f"backend mmdet needs {what}: install the mmdet extra with `make mmdet` (builds mmcv 2.1.0 "
-            f"with its ops from source once, 15-20 min on 2 cores; see README)"
+            f"with its ops from source once, 15-20 min on 2 cores; see docs/cluster.md)"
         )
 
 
