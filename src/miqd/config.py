@@ -7,13 +7,14 @@ allowed there. The Snakefile calls it at load time; every `miqd` command calls i
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 
 from miqd.distort.corruptions import available_corruptions
 from miqd.errors import ConfigError, InputError
-from miqd.schema import check_schema
+from miqd.schema import check_schema, schema
 
 
 def validate(config: dict, whole_workflow: bool = True) -> dict:
@@ -22,9 +23,76 @@ def validate(config: dict, whole_workflow: bool = True) -> dict:
     `whole_workflow=False` is for a stage job's slice of the config (`stage_json`), which carries
     only the keys that stage reads.
     """
-    check_schema(config, "config", "config")
+    _check_sections(config)
+    try:
+        check_schema(config, "config", "config")
+    except ConfigError as err:
+        raise ConfigError(f"{err}{_command_line_hint(config, str(err))}") from None
     _check_semantics(config, whole_workflow)
     return config
+
+
+def _override_fix(example: str) -> str:
+    """How to override a nested setting: a YAML file layered after the base config."""
+    return (f"put the override in a YAML file (e.g. override.yaml holding `{example}`) and layer it after "
+            f"the base config: snakemake --configfile config/config.yaml override.yaml (later files "
+            f"override earlier ones key by key, nested keys included)")
+
+
+def _example(keys: list[str], value: object) -> str:
+    """`infer: {threads: 1}`: the YAML that sets `value` at the nested `keys`."""
+    for key in reversed(keys[1:]):
+        value = {key: value}
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+    return f"{keys[0]}: {text}"
+
+
+def _check_sections(config: dict) -> None:
+    """A section that is not a mapping, as `snakemake --config infer=...` can make it: the value
+    replaces the whole section (the file's other keys of it are gone) and is a string unless it
+    parses as YAML, so the schema's type error alone would not say what happened or what to do."""
+    properties = schema("config")["properties"]
+    for key, value in config.items():
+        if properties.get(key, {}).get("type") == "object" and not isinstance(value, dict):
+            got = f"the string {value!r}" if isinstance(value, str) else f"{value!r}"
+            meant = _yaml_value(value) if isinstance(value, str) else None
+            example = _example([key], meant if isinstance(meant, dict) else {"<setting>": "<value>"})
+            raise ConfigError(
+                f"invalid config: key {key}: got {got}, not a mapping of settings. A nested value "
+                f"given as `snakemake --config {key}=...` arrives as one value (a string unless it is "
+                f"valid YAML) and replaces the whole {key} section instead of changing one setting; "
+                + _override_fix(example)
+            )
+
+
+def _command_line_hint(config: dict, message: str) -> str:
+    """The fix for a type error on a nested string that reads as a number or a boolean: Snakemake
+    keeps the values of `--config section='{key: 1}'` as strings ('1')."""
+    for key, value in _nested_strings(config):
+        meant = _yaml_value(value)
+        if f"key {key}: " in message and isinstance(meant, (bool, int, float)):
+            keys = key.split(".")
+            return (f". {key} is the string {value!r}: `snakemake --config {keys[0]}=...` passes nested "
+                    f"values as strings; " + _override_fix(_example(keys, meant)))
+    return ""
+
+
+def _yaml_value(text: str) -> object:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _nested_strings(node: object, key: str = "") -> Iterator[tuple[str, str]]:
+    """(dotted key, value) of every string below the top level, keyed as schema errors name them."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, value in items:
+        sub = f"{key}[{k}]" if isinstance(k, int) else f"{key}.{k}" if key else str(k)
+        if isinstance(value, str) and key:
+            yield sub, value
+        elif isinstance(value, (dict, list)):
+            yield from _nested_strings(value, sub)
 
 
 def _check_semantics(config: dict, whole_workflow: bool) -> None:
