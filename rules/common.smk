@@ -1,5 +1,6 @@
 # Config validation, shard lists and targets. Paths come from miqd.layout, which the CLI uses too.
 import json
+import shlex
 
 import miqd.config
 import miqd.distort.seal

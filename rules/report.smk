@@ -1,5 +1,6 @@
 # The report: one self-contained HTML page of the run (distortions, labels with paper Figs. 4 and 6,
-# the label-validation table, the splits, and whatever later stages add as sections).
+# the label-validation table, the splits, and whatever later stages add as sections), with the
+# config files the workflow was started with in its provenance block.
 
 
 rule report:
@@ -7,7 +8,7 @@ rule report:
         distort=distort_targets(),
         labels=[layout.label_table(OUTDIR, t, s) for t in TASKS for s in task_shards(t)],
         validation=list(layout.validation_table(OUTDIR).values()) if VALIDATED_TASKS else [],
-        splits=[layout.split_table(OUTDIR, d) for d in DATASETS],
+        splits=[p for d in DATASETS for p in (layout.split_table(OUTDIR, d), layout.split_balance(OUTDIR, d))],
         trained=train_targets(),
         compared=compare_targets(),
     output:
@@ -18,10 +19,11 @@ rule report:
         validated="--validated" if VALIDATED_TASKS else "",
         runs=" ".join(TRAIN_RUNS),
         compared="--compared" if compare_targets() else "",
+        configfiles=" ".join(shlex.quote(str(f)) for f in workflow.configfiles),
     log:
         layout.log_path(OUTDIR, "report", "report"),
     conda:
         "../envs/miqd.yaml"
     shell:
         "miqd report --config {params.config:q} --tasks {params.tasks} {params.validated}"
-        " --runs {params.runs} {params.compared} --out {output} > {log} 2>&1"
+        " --runs {params.runs} {params.compared} --configfiles {params.configfiles} --out {output} > {log} 2>&1"

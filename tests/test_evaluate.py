@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -12,8 +13,11 @@ import pandas as pd
 import pytest
 
 from miqd import cli, layout
-from miqd.errors import InputError
 from miqd.correlation import correlations
+from miqd.errors import InputError
+from miqd.evaluation import render, stage
+from miqd.evaluation import tables as evaluation_tables
+from miqd.evaluation.tables import Document, Section, Table
 from miqd.train import evaluate, files, loop
 from train_helpers import region_checkpoint, tiny_photos, train_config, write_pipeline
 
@@ -49,7 +53,7 @@ def evaluated(trained):
         evaluate.baselines(cfg, task, path)
         base.append(path)
     preds = [files.evaluate_outputs(out, files.run_name(r))["predictions"] for r in RUNS]
-    tables = evaluate.report(config, preds, base)
+    tables = stage.report(config, preds, base)
     return config, tables
 
 
@@ -139,6 +143,34 @@ def test_report_files(evaluated):
     assert csv.equals(pd.read_csv(out["table5_csv"])) and len(csv) == len(t["table5"])
 
 
+def test_markdown_and_html_are_rendered_from_the_same_table_data(evaluated):
+    """report.json holds the paper-layout tables; report.md is exactly its Markdown rendering."""
+    config, t = evaluated
+    out = files.report_outputs(config["outdir"])
+    doc = stage.load_document(out["tables"])
+    assert open(out["markdown"]).read() == render.markdown(doc)
+    table7 = next(s for s in doc.sections if s.id == "table7").table
+    assert table7.columns[:2] == ["category", "method"] and table7.keys == 2
+    assert "cls BG-DD SRCC" in table7.columns
+    row = next(r for r in table7.rows if r[:2] == ["HVS-based", "PSNR"])
+    bg = row[table7.columns.index("cls BG-DD SRCC")]
+    ud = row[table7.columns.index("cls UD SRCC")]
+    assert bg is None  # 2 images: undefined, stored as null, not NaN
+    long = t["table7"]
+    assert ud == pytest.approx(long[(long.method == "PSNR") & (long.task == "cls") & (long.region_type == "UD")]
+                               .iloc[0]["srcc"])
+    page = render.html_document(doc, lambda level, title, anchor: f"<h{level} id='{anchor}'>{title}</h{level}>",
+                                lambda name: f"file:{name}")
+    assert render.cell(ud) in page and render.cell(ud) in open(out["markdown"]).read()
+    assert not re.search(r"\bnan\b", page, re.IGNORECASE)
+    for section in doc.sections:  # every section under its own heading, its figure captioned
+        assert f"id='evaluation-{section.id}'>{section.title}</h3>" in page
+        if section.figure:
+            assert f"src='file:{section.figure.file}'><figcaption>{section.figure.caption}</figcaption>" in page
+    assert [s.figure.file for s in doc.sections if s.figure] == ["severity.png", "cross_task.png", "scatter.png"]
+    assert doc.notes[0].startswith("data: this workflow")
+
+
 def test_tables_on_known_scores():
     """Scores equal to the label are perfect; a reversed score correlates -1."""
     rng = np.random.default_rng(0)
@@ -152,12 +184,50 @@ def test_tables_on_known_scores():
     df["ssim"] = df["composite"] ** 3
     run = {"model": "vit_small", "task": "cls", "label": "composite"}
     preds = {"vit_small_cls_composite": df.assign(pred=df["composite"])}
-    t = evaluate.tables([run], {"cls": df}, preds)
+    t = evaluation_tables.tables([run], {"cls": df}, preds)
     t5 = t["table5"].set_index("method")
     assert t5.loc["ViT-small", "srcc"] == pytest.approx(1.0)
     assert t5.loc["ViT-small", "rmse"] == pytest.approx(0, abs=1e-6)
     assert t5.loc["PSNR", "srcc"] == pytest.approx(-1.0) and t5.loc["SSIM", "krcc"] == pytest.approx(1.0)
     assert t5.loc["SSIM", "plcc"] > 0.99  # monotone: the logistic mapping straightens it
+
+
+def test_cells_read_the_same_in_markdown_and_html():
+    table = Table(["method", "SRCC", "n"], [["A <b>", 0.123456, 3], ["B", None, None], ["C", float("nan"), 0]], 1)
+    md = render.markdown_table(table)
+    assert md.splitlines()[1] == "|---|---:|---:|"
+    assert md.splitlines()[2:] == ["| A <b> | 0.1235 | 3 |", "| B | – | – |", "| C | – | 0 |"]
+    page = render.html_table(table)
+    assert page.startswith("<div class='scroll'><table>")  # wide tables scroll, not overflow the page
+    assert "<td class='key'>A &lt;b&gt;</td><td>0.1235</td><td>3</td>" in page
+    assert page.count("<td>–</td>") == 3 and not re.search(r"\bnan\b", page, re.IGNORECASE)
+    assert render.cell(np.int64(7)) == "7" and render.cell(np.float64(0.5), 2) == "0.50"
+
+
+def test_a_frame_becomes_a_table_with_its_text_columns_as_keys():
+    frame = pd.DataFrame({"task": ["cls", "det"], "region": ["UD", "BG-DD"], "n": [3, 4], "srcc": [0.5, np.nan]})
+    table = Table.from_frame(frame, digits=3)
+    assert table.keys == 2 and table.rows == [["cls", "UD", 3, 0.5], ["det", "BG-DD", 4, None]]
+    assert "<td>4</td><td>–</td>" in render.html_table(table)
+
+
+def test_the_document_survives_json_and_a_broken_file_is_named(tmp_path):
+    doc = Document("T", ["a note"], "conventions", [
+        Section("x", "X", Table(["k", "v"], [["a", 1.5], ["b", None]], 1), "(none)"),
+        Section("y", "Y", None, "(no runs with this label)"),
+        Section("z", "Z", figure=evaluation_tables.Figure("z.png", "what z shows"))])
+    path = tmp_path / "report.json"
+    path.write_text(doc.to_json())
+    assert stage.load_document(str(path)) == doc
+    md = render.markdown(doc)
+    assert "- a note" in md and "| b | – |" in md and "(no runs with this label)" in md
+    assert "![Z](z.png)" in md and "*what z shows*" in md
+    path.write_text('{"title": "T"}')
+    with pytest.raises(InputError, match=r"report.json is not an evaluation report written by `miqd evaluate "
+                                         r"--report` \(KeyError"):
+        stage.load_document(str(path))
+    with pytest.raises(InputError, match=r"nowhere.json does not exist; run `miqd evaluate --report`"):
+        stage.load_document(str(tmp_path / "nowhere.json"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -156,6 +156,8 @@ def test_changing_how_jobs_run_reruns_nothing(demo_run, tmp_path):
 
 
 def test_the_demo_report_shows_every_section_and_flags_unreal_labels(demo_run):
+    import re
+
     page = (demo_run / "report" / "index.html").read_text()
     for section in ("Distortions", "Labels (MMOS)", "Consistency vs accuracy (paper Fig. 4)",
                     "MMOS by (ROI, background) level per corruption (paper Fig. 6)",
@@ -164,7 +166,15 @@ def test_the_demo_report_shows_every_section_and_flags_unreal_labels(demo_run):
         assert f">{section}</h" in page, section
     assert "retinanet_r50, fcos_r50 have random weights" in page and "NOT real" in page
     assert page.count("data:image/png;base64,") >= 10  # self-contained: every figure embedded
+    assert page.count("<img ") == page.count("<figcaption>")  # every figure captioned
     assert sorted(p.name for p in (demo_run / "report").iterdir()) == ["index.html"]
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
+    assert "NaN" not in text and "<nav class='contents'>" in text
+    assert len(re.findall(r"<h\d>Evaluation", text)) == 1  # one heading, not the page's and report.md's
+    # provenance: the config file the workflow was given, the code, the label models
+    assert f"{demo_run.parent / (demo_run.name + '.yaml')} (sha256 " in text  # the fixture's config file
+    assert "<dt>Code</dt><dd>git commit " in text or "<dt>Code</dt><dd>miqd " in text  # a checkout, or installed
+    assert "<dt>Label models</dt><dd>cls: " in text
 
 
 def test_miqd_score_rates_the_demo_images_with_the_trained_model(demo_run):

@@ -439,6 +439,8 @@ def add_report(sub: SubParsers) -> None:
     p.add_argument("--validated", action="store_true", help="include the label-validation table")
     p.add_argument("--runs", nargs="*", default=[], help="training runs to show (curves and evaluation)")
     p.add_argument("--compared", action="store_true", help="include regenerated vs published labels")
+    p.add_argument("--configfiles", nargs="*", default=[],
+                   help="the config files the workflow was started with, for the page's provenance block")
     p.add_argument("--out", required=True, help="HTML file to write")
 
 
@@ -448,7 +450,8 @@ def cmd_report(args) -> None:
     config = _stage_config(args)
     datasets = list(config["sources"])
     tasks = {t: layout.shard_ids(config["sources"][layout.TASK_DATASET[t]]["shards"]) for t in args.tasks}
-    report.build(config["outdir"], datasets, tasks, args.validated, args.out, args.runs, args.compared)
+    report.build(config["outdir"], datasets, tasks, args.validated, args.out, args.runs, args.compared,
+                 args.configfiles)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, LogLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
@@ -87,6 +89,8 @@ def save_figure(fig: plt.Figure, path: str, dpi: int = 110) -> None:
 
 TASK_TITLES = {"cls": "Image classification", "det": "Object detection", "ins": "Instance segmentation"}
 LABEL_COLOURS = {"consistency": "#4C72B0", "accuracy": "#DD8452", "composite": "#55A868"}
+# Blues without its near-white end, so that a hexagon of one image still shows
+DENSITY_CMAP = ListedColormap(plt.get_cmap("Blues")(np.linspace(0.25, 1.0, 256)), name="density_blues")
 
 
 def validation_figure(trials: pd.DataFrame, path: str) -> None:
@@ -116,18 +120,24 @@ def validation_figure(trials: pd.DataFrame, path: str) -> None:
 
 
 def label_density_figure(labels: dict[str, pd.DataFrame], path: str) -> None:
-    """Consistency vs accuracy density per task (paper Fig. 4)."""
-    fig, axes = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 4), squeeze=False)
+    """Consistency vs accuracy density per task (paper Fig. 4), each panel with its colour bar:
+    the counts differ by task, so one shared scale would flatten the smaller ones."""
+    fig, axes = plt.subplots(1, len(labels), figsize=(4.9 * len(labels), 4), squeeze=False)
     for ax, (task, table) in zip(axes[0], labels.items(), strict=True):
         ok = table["consistency"].notna() & table["accuracy"].notna()
-        ax.hexbin(table.loc[ok, "consistency"], table.loc[ok, "accuracy"], gridsize=25, extent=(0, 1, 0, 1),
-                  cmap="Blues", bins="log", mincnt=1)
+        hexes = ax.hexbin(table.loc[ok, "consistency"], table.loc[ok, "accuracy"], gridsize=25,
+                          extent=(0, 1, 0, 1), cmap=DENSITY_CMAP, bins="log", mincnt=1)
+        counts = hexes.get_array()
+        hexes.set_clim(1, max(float(counts.max()) if counts is not None and counts.size else 1.0, 2.0))
+        fig.colorbar(hexes, ax=ax, label="images per hexagon (log scale)",
+                     ticks=LogLocator(subs=(1.0, 2.0, 5.0)), format=FormatStrFormatter("%g"))
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel("consistency (MMOS)")
         ax.set_ylabel("accuracy (MMOS)")
-        ax.set_title(f"{TASK_TITLES.get(task, task)} ({int(ok.sum())} images)")
+        n = int(ok.sum())
+        ax.set_title(f"{TASK_TITLES.get(task, task)} ({n} image{'' if n == 1 else 's'})")
     fig.tight_layout()
     save_figure(fig, path)
 

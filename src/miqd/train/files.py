@@ -49,10 +49,13 @@ def baselines_table(outdir: str, task: str) -> str:
 
 
 def report_outputs(outdir: str) -> dict[str, str]:
+    """The evaluate_report job's outputs: long-format CSVs, the paper-layout tables as data
+    (report.json, from which report.md and the report page are rendered), and the figures."""
     d = Path(layout.evaluate_dir(outdir, REPORT))
     out = {}
     for t in TABLES:
         out[f"{t}_csv"] = str(d / f"{t}.csv")
+    out["tables"] = str(d / "report.json")
     out["markdown"] = str(d / "report.md")
     out["cross_task_png"] = str(d / "cross_task.png")
     out["severity_png"] = str(d / "severity.png")
