@@ -291,7 +291,7 @@ def add_compare_labels(sub: SubParsers) -> None:
                         "type. Writes <outdir>/compare/labels.{csv,md,png}.")
     p.add_argument("--published", required=True, help="root of the published MIQD-2.5M (miqa_cls/, miqa_det/, ...)")
     p.add_argument("--outdir", required=True, help="the run's outdir (its label/ tables)")
-    p.add_argument("--tasks", nargs="+", choices=TASKS, help="default: every task with labels")
+    p.add_argument("--tasks", nargs="+", choices=TASKS, help="tasks to compare (default: every task with labels)")
 
 
 def cmd_compare_labels(args: argparse.Namespace) -> None:
@@ -397,15 +397,19 @@ def add_evaluate(sub: SubParsers) -> None:
     p = command(sub, "evaluate", cmd_evaluate,
                 "score validation sets with a trained run, compute baselines, or assemble the paper's tables",
                 "miqd evaluate --config config/config.yaml --run ra_miqa_cls_composite\n"
-                "miqd evaluate --config config/config.yaml --baselines cls --out baselines-cls.parquet",
-                details="--report assembles Tables 5-8 and Figs. 8-9 from runs' predictions.")
+                "miqd evaluate --config config/config.yaml --baselines cls --out baselines-cls.parquet\n"
+                "miqd evaluate --config config/config.yaml --report --predictions "
+                "results/evaluate/ra_miqa_cls_composite/predictions.parquet "
+                "--baseline-tables results/evaluate/baselines/cls.parquet",
+                details="--run writes <outdir>/evaluate/<run>/{predictions.parquet,summary.csv}; --report "
+                        "assembles Tables 5-8 and Figs. 8-9 from runs' predictions into <outdir>/evaluate/report/.")
     config_arg(p)
     what = p.add_mutually_exclusive_group(required=True)
     one = "(one of --run, --baselines, --report is required)"
     what.add_argument("--run", help=f"a trained run: its predictions on every evaluated task's validation set {one}")
     what.add_argument("--baselines", choices=TASKS, help=f"HVS baselines of a task (needs --out) {one}")
     what.add_argument("--report", action="store_true", help=f"tables and figures from --predictions {one}")
-    p.add_argument("--out", help="with --baselines: Parquet table to write")
+    p.add_argument("--out", help="Parquet table to write: required with --baselines, ignored otherwise")
     p.add_argument("--predictions", nargs="+", help="with --report: predictions.parquet of each run")
     p.add_argument("--baseline-tables", nargs="*", help="with --report: baselines/<task>.parquet tables")
     p.add_argument("--workers", type=int, help="DataLoader processes (default: evaluate.workers)")
@@ -433,7 +437,8 @@ def cmd_evaluate(args) -> None:
 
 def add_report(sub: SubParsers) -> None:
     p = command(sub, "report", cmd_report, "one self-contained HTML page of a run's results",
-                "miqd report --config config/config.yaml --tasks cls det --validated --out report.html")
+                "miqd report --config config/config.yaml --tasks cls det --validated --runs ra_miqa_cls_composite "
+                "--out report.html")
     config_arg(p)
     p.add_argument("--tasks", nargs="*", default=[], choices=TASKS, help="tasks with labels")
     p.add_argument("--validated", action="store_true", help="include the label-validation table")
@@ -523,7 +528,8 @@ def add_corrupt(sub: SubParsers) -> None:
     p.add_argument("--corruption", required=True, metavar="NAME", choices=LazyChoices(corruption_names),
                    help="the corruption, one of: %(choices)s")
     p.add_argument("--candidate", type=int, required=True,
-                   help="candidate number in the scheme's table (miqd25m: 1..12, mildest parameters first)")
+                   help="candidate number in the scheme's table (miqd25m: 1..12, imagenet_c: 1..5; mildest "
+                        "parameters first)")
     p.add_argument("--scheme", default="miqd25m", metavar="SCHEME", choices=LazyChoices(scheme_names),
                    help="severity scheme, one of: %(choices)s")
     p.add_argument("--seed", type=int, default=0, help="seed of a stochastic corruption's noise")
@@ -638,9 +644,11 @@ def cmd_resources(args: argparse.Namespace) -> None:
     print(report(args.outdir, args.profile), end="")
 
 
-DESCRIPTION = ("miqd: one thin subcommand per stage of the MIQD-2.5M workflow; the Snakemake rules call "
-               "these, and so can you.\n`miqd COMMAND --help` shows a command's options, their defaults "
-               "and an example.")
+DESCRIPTION = ("miqd builds the machine-centric image-quality database MIQD-2.5M and trains RA-MIQA on it: "
+               "one thin subcommand per stage of the workflow; the Snakemake rules call these, and so can "
+               "you.\n`miqd COMMAND --help` shows a command's options, their defaults and an example.")
+EPILOG = ("Examples:\n  miqd score photo.jpg --task cls\n  miqd corruptions\n"
+          "  miqd models check --registry config/models_demo.yaml")
 # in `miqd --help` order
 COMMANDS = (add_demo_sources, add_select, add_roi, add_distort, add_infer, add_models, add_label,
             add_export_labels, add_compare_labels, add_validate, add_validation_table, add_split, add_report,
@@ -649,10 +657,10 @@ COMMANDS = (add_demo_sources, add_select, add_roi, add_distort, add_infer, add_m
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="miqd", description=DESCRIPTION,
+    parser = argparse.ArgumentParser(prog="miqd", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"miqd {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors (default: off)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
