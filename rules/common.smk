@@ -1,6 +1,6 @@
 # Config validation, shard lists and targets. Paths come from miqd.layout, which the CLI uses too.
 import json
-import shlex
+import os
 
 import miqd.config
 import miqd.distort.seal
@@ -18,6 +18,10 @@ onstart:
     miqd.preflight.run_for_workflow(config, layout.log_path(config["outdir"], "preflight", "preflight"))
 
 OUTDIR = config["outdir"]
+# the config files this run was started with, for the report's provenance block: jobs (local or
+# SLURM, which parse this file again) inherit it, and Snakemake does not track it, so renaming a
+# config file reruns nothing
+os.environ["MIQD_CONFIGFILES"] = " ".join(str(f) for f in workflow.configfiles)
 DATASETS = list(config["sources"])
 # the label ensemble, by (task, GPU group); only tasks whose source dataset is configured run
 MODEL_GROUPS = {

@@ -1,6 +1,10 @@
 # The report: one self-contained HTML page of the run (distortions, labels with paper Figs. 4 and 6,
 # the label-validation table, the splits, and whatever later stages add as sections), with the
-# config files the workflow was started with in its provenance block.
+# config files the workflow was started with in its provenance block (from the environment, set in
+# common.smk: naming them in params would rerun the report whenever a config file is renamed).
+
+envvars:
+    "MIQD_CONFIGFILES",
 
 
 rule report:
@@ -19,11 +23,10 @@ rule report:
         validated="--validated" if VALIDATED_TASKS else "",
         runs=" ".join(TRAIN_RUNS),
         compared="--compared" if compare_targets() else "",
-        configfiles=" ".join(shlex.quote(str(f)) for f in workflow.configfiles),
     log:
         layout.log_path(OUTDIR, "report", "report"),
     conda:
         "../envs/miqd.yaml"
     shell:
         "miqd report --config {params.config:q} --tasks {params.tasks} {params.validated}"
-        " --runs {params.runs} {params.compared} --configfiles {params.configfiles} --out {output} > {log} 2>&1"
+        " --runs {params.runs} {params.compared} --configfiles $MIQD_CONFIGFILES --out {output} > {log} 2>&1"

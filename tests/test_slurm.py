@@ -101,6 +101,26 @@ class SlurmDemo:
     final: str  # output of the run that finished the demo
 
 
+def _interrupt(proc: subprocess.Popen, log_path: Path, timeout: float = 180) -> None:
+    """Ctrl-C, the one signal on which Snakemake cancels its SLURM jobs. Sent while Snakemake
+    waits between status checks (its log quiet for 2 s); one that lands inside a call to sbatch
+    or sacctmgr can be lost, so while Snakemake goes on scheduling (new lines about jobs in its
+    log) it is sent again, but never while it is shutting down."""
+    deadline = time.time() + timeout
+    while proc.poll() is None and time.time() < deadline:
+        size, quiet_since = -1, time.time()
+        while time.time() - quiet_since < 2 and time.time() < deadline:
+            if log_path.stat().st_size != size:
+                size, quiet_since = log_path.stat().st_size, time.time()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        while proc.poll() is None and time.time() < deadline:
+            time.sleep(1)
+            if re.search(rb"has been submitted|Finished jobid", log_path.read_bytes()[size:]):
+                break  # the signal was lost: Snakemake is still scheduling
+    assert proc.poll() is not None, f"Snakemake did not stop within {timeout} s of Ctrl-C"
+
+
 @pytest.fixture(scope="module")
 def slurm_demo(cluster, profile, tmp_path_factory) -> SlurmDemo:
     """The demo's COCO half through profiles/slurm: interrupted once, then run to the end."""
@@ -117,8 +137,7 @@ def slurm_demo(cluster, profile, tmp_path_factory) -> SlurmDemo:
                     break
                 time.sleep(1)
             assert first.poll() is None, "the workflow ended before it could be interrupted"
-            first.send_signal(signal.SIGINT)  # the one signal on which Snakemake cancels its jobs
-            first.wait(timeout=180)
+            _interrupt(first, log_path)
         finally:
             if first.poll() is None:
                 first.kill()
