@@ -129,7 +129,10 @@ def slurm_demo(cluster, profile, tmp_path_factory) -> SlurmDemo:
     log_path = outdir.parent / "first.log"
     args = [sys.executable, "-m", "snakemake", "--profile", str(profile), "--configfile", str(cfg)]
     with open(log_path, "w") as log:
-        first = subprocess.Popen(args, cwd=REPO, env=_env(cluster), stdout=log, stderr=subprocess.STDOUT)
+        # Ctrl-C must reach Snakemake even where the tests run in a background shell, which starts
+        # its commands with SIGINT ignored (and Python keeps an ignored SIGINT ignored)
+        first = subprocess.Popen(args, cwd=REPO, env=_env(cluster), stdout=log, stderr=subprocess.STDOUT,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             deadline = time.time() + 600
             while time.time() < deadline and first.poll() is None:
