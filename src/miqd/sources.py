@@ -20,14 +20,15 @@ import io
 import json
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import yaml
-from PIL import Image
 
 from miqd.errors import InputError
-from miqd.io import write_bytes
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def package_resource(package: str, resource: str) -> Path:
@@ -46,6 +47,10 @@ def package_resource(package: str, resource: str) -> Path:
 
 def materialize_demo(spec_path: str | Path, out_dir: str | Path) -> list[Path]:
     """Write the demo photos named in `spec_path` into `out_dir` as RGB PNGs of the given size."""
+    from PIL import Image
+
+    from miqd.io import write_bytes
+
     spec = yaml.safe_load(Path(spec_path).read_text())
     written = []
     for entry in spec["images"]:
@@ -83,6 +88,8 @@ def read_imagenet_ground_truth(path: str | Path) -> list[tuple[int, str]]:
 
 
 def imagenet_candidates(src: dict) -> pd.DataFrame:
+    import pandas as pd
+
     labels = read_imagenet_ground_truth(src["ground_truth"])
     template = src["filename_template"]
     images = Path(src["images"])
@@ -149,6 +156,8 @@ def coco_image_id(numeric_id: int) -> str:
 
 
 def coco_candidates(src: dict) -> pd.DataFrame:
+    import pandas as pd
+
     data = read_coco(src["annotations"])
     cats: dict[int, set[int]] = {}
     for ann in data["annotations"]:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from miqd.io import write_bytes
-
 
 def write(path: str, outdir: str, files: list[Path]) -> None:
+    from miqd.io import write_bytes  # here: the workflow reads seals at parse time, without pandas
+
     root = Path(outdir)
     lines = sorted(f"{p.relative_to(root).as_posix()}\t{os.lstat(p).st_size}" for p in files)
     write_bytes(path, ("\n".join(lines) + "\n").encode())

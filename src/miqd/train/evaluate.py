@@ -25,20 +25,13 @@ from miqd.errors import InputError
 from miqd.evaluation.tables import HVS_ALWAYS, KEEP, metrics
 from miqd.io import read_image, write_table, write_text
 from miqd.train import files
+from miqd.train.files import evaluated_tasks
 from miqd.train.data import samples
 from miqd.train.networks import model_def
 
 log = logging.getLogger("miqd.evaluate")
 
 BASELINE_STATUS_KEY = b"miqd.baselines"  # baselines/<task>.parquet's metadata: {metric: "ok" or why not}
-
-
-def evaluated_tasks(config: dict) -> list[str]:
-    """Validation sets to score runs on: evaluate.tasks (those whose dataset the config has)."""
-    tasks = config["evaluate"]["tasks"]
-    if config["train"]["source"] == "published":
-        return list(tasks)
-    return [t for t in tasks if layout.TASK_DATASET[t] in config["sources"]]
 
 
 def _relative(paths: pd.Series, outdir: str) -> list[str]:

@@ -27,6 +27,14 @@ def find_run(config: dict, name: str) -> dict:
     return runs[name]
 
 
+def evaluated_tasks(config: dict) -> list[str]:
+    """Validation sets to score runs on: evaluate.tasks (those whose dataset the config has)."""
+    tasks = config["evaluate"]["tasks"]
+    if config["train"]["source"] == "published":
+        return list(tasks)
+    return [t for t in tasks if layout.TASK_DATASET[t] in config["sources"]]
+
+
 def train_outputs(outdir: str, run: str) -> dict[str, str]:
     """The train job's declared outputs: the best checkpoint, its metrics log and plot."""
     d = Path(layout.train_dir(outdir, run))

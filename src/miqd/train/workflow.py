@@ -8,7 +8,7 @@ import json
 from miqd import layout
 from miqd.config import stage_json
 from miqd.train import files
-from miqd.train.evaluate import evaluated_tasks
+from miqd.train.files import evaluated_tasks
 
 
 def runs(config: dict) -> dict[str, dict]:
