@@ -62,6 +62,7 @@ def test_a_rerun_recomputes_exactly_the_predictions_whose_images_changed(tmp_pat
     cfg["select"] = {"imagenet": {"method": "all"}, "coco": {"method": "all"}}
     cfg["train"]["runs"] = []
     cfg["evaluate"]["tasks"] = []
+    cfg["distort"]["threads"] = cfg["infer"]["threads"] = 1  # its jobs are small: two at a time
     targets = ["labelled"]
 
     def run():

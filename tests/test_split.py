@@ -99,6 +99,8 @@ def test_coco_run_writes_image_indices_and_needs_categories(tmp_path):
     val = pd.read_csv(paths["val"])
     assert list(val.columns) == ["Image Index"] and len(val) == 8
     assert set(val["Image Index"]) <= {int(i) for i in cats}
+    names = dict(pd.read_csv(tmp_path / "b.csv", keep_default_na=False)[["class", "name"]].itertuples(index=False))
+    assert names[1] == "person" and names[2] == "bicycle" and names[0] == ""  # COCO's names; 0 is no COCO id
     rows[0]["categories"] = []
     with pytest.raises(InputError, match=r"sources \['000000000001'\] have no annotated category"):
         run("coco", [_select(tmp_path, rows, "bad.parquet")], 0.2, 0, str(tmp_path / "s.parquet"),

@@ -113,8 +113,9 @@ def compare(outdir: str, published_root: str, tasks: list[str]) -> pd.DataFrame:
                              f"with the download it regenerates")
         unmatched = len(ours) - len(joined)
         notes.append(f"{task}: {len(joined)} of our {len(ours)} images have a published label"
-                     + (f"; {len(missing)} sources have no published label file (e.g. {missing[0]})" if missing else "")
-                     + (f"; {unmatched} images are not in the published files" if unmatched else ""))
+                     + (f"; {_count(len(missing), 'source has', 'sources have')} no published label file (e.g. {missing[0]})"
+                        if missing else "")
+                     + (f"; {_count(unmatched, 'image is', 'images are')} not in the published files" if unmatched else ""))
         log.info("compare %s: %s", task, notes[-1])
         joined_by_task[task] = joined
         tables.append(agreement(joined, task))
@@ -129,3 +130,7 @@ def compare(outdir: str, published_root: str, tasks: list[str]) -> pd.DataFrame:
     write_text(out["md"], "\n".join(lines) + "\n")
     label_agreement_figure(joined_by_task, table, out["png"])
     return table
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"

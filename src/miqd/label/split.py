@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from miqd.errors import InputError
 from miqd.io import read_table, write_table, write_text
+from miqd.models.coco import COCO_CATEGORIES
 from miqd.seeding import rng_for
 
 log = logging.getLogger("miqd.split")
@@ -160,7 +161,7 @@ def run(dataset: str, select_paths: list[str], val_fraction: float, seed: int, o
             raise InputError(f"{dataset}: sources {empty[:3]} have no annotated category; the COCO split "
                              f"stratifies by category (sources.coco.annotations)")
         assignment = split_multilabel(cats, val_fraction, seed, dataset)
-        names = None
+        names = dict(COCO_CATEGORIES)
     table = pd.DataFrame({
         "image_id": sel.image_id,
         "split": [assignment[i] for i in sel.image_id],
