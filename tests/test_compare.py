@@ -81,7 +81,7 @@ def test_agreement_per_task_and_label_against_scipy(runs, capsys):
     jpeg = groups[groups.group == "jpeg_compression"].iloc[0]
     assert jpeg.n == 15  # 3 sources x 5 level pairs
     md = Path(out["md"]).read_text()
-    assert "ins: 20 of our 30 images have a published label; 1 source has no published label file " \
+    assert "ins: 20 of our 30 images have a published label; no published label file for 1 source " \
            "(e.g. 000000000030)" in md
     assert Path(out["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
@@ -90,7 +90,7 @@ def test_agreement_per_task_and_label_against_scipy(runs, capsys):
 
     report.build(str(ours), [], {}, False, str(ours / "index.html"), None, compared=True)
     page = (ours / "index.html").read_text()
-    assert "<h2>Regenerated vs published labels</h2>" in page and "1 source has no published label" in page
+    assert "<h2>Regenerated vs published labels</h2>" in page and "no published label file for 1 source" in page
     assert page.count("data:image/png;base64,") == 1 and "jpeg_compression" in page
 
 

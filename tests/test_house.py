@@ -14,7 +14,7 @@ from helpers import REPO, snakemake_env
 
 SRC = REPO / "src"
 PURE = ["miqd.label.mmos", "miqd.label.agreement", "miqd.label.ap", "miqd.correlation", "miqd.errors",
-        "miqd.seeding", "miqd.layout"]
+        "miqd.seeding", "miqd.layout", "miqd.wording"]
 IO_LIBRARIES = ["pandas", "pyarrow", "cv2", "PIL", "torch", "snakemake"]
 MAX_FUNCTION_LINES = 80
 

@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 
 from miqd.evaluation.tables import Document, Section, Table
+from miqd.wording import plural  # noqa: F401 - the renderers' callers count with render.plural
 
 MISSING = "–"
 
@@ -31,13 +32,6 @@ def cell(v, digits: int = 4) -> str:
     if isinstance(v, float) or (hasattr(v, "dtype") and v.dtype.kind == "f"):
         return MISSING if math.isnan(v) else f"{float(v):.{digits}f}"
     return str(v)
-
-
-def plural(n: int, word: str) -> str:
-    """"1 image", "2 images", "1 class", "3 classes": counts read as a person would write them."""
-    if n == 1:
-        return f"{n} {word}"
-    return f"{n} {word}es" if word.endswith(("s", "x", "ch", "sh")) else f"{n} {word}s"
 
 
 # ---------------------------------------------------------------------------------------------

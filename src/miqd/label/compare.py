@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from miqd import layout
 from miqd.errors import InputError
 from miqd.io import write_text
+from miqd.wording import plural
 from miqd.correlation import plcc, srcc
 
 log = logging.getLogger("miqd.compare")
@@ -113,9 +114,9 @@ def compare(outdir: str, published_root: str, tasks: list[str]) -> pd.DataFrame:
                              f"with the download it regenerates")
         unmatched = len(ours) - len(joined)
         notes.append(f"{task}: {len(joined)} of our {len(ours)} images have a published label"
-                     + (f"; {_count(len(missing), 'source has', 'sources have')} no published label file (e.g. {missing[0]})"
+                     + (f"; no published label file for {plural(len(missing), 'source')} (e.g. {missing[0]})"
                         if missing else "")
-                     + (f"; {_count(unmatched, 'image is', 'images are')} not in the published files" if unmatched else ""))
+                     + (f"; {plural(unmatched, 'image')} not in the published files" if unmatched else ""))
         log.info("compare %s: %s", task, notes[-1])
         joined_by_task[task] = joined
         tables.append(agreement(joined, task))
@@ -131,6 +132,3 @@ def compare(outdir: str, published_root: str, tasks: list[str]) -> pd.DataFrame:
     label_agreement_figure(joined_by_task, table, out["png"])
     return table
 
-
-def _count(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"

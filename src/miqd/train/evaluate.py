@@ -25,7 +25,6 @@ from miqd.errors import InputError
 from miqd.evaluation.tables import HVS_ALWAYS, KEEP, metrics
 from miqd.io import read_image, write_table, write_text
 from miqd.train import files
-from miqd.train.files import evaluated_tasks
 from miqd.train.data import samples
 from miqd.train.networks import model_def
 
@@ -76,7 +75,7 @@ def evaluate_run(config: dict, run_name: str) -> pd.DataFrame:
     s = ckpt["settings"]
     region = s["region_size"] if model_def(s["model"]).region else None
     prep = Preprocess(s["resize"], s["crop"], region, train=False)
-    tasks = evaluated_tasks(config)
+    tasks = files.evaluated_tasks(config)
     if run["task"] not in tasks:
         tasks = [run["task"], *tasks]
     frames, summary = [], []

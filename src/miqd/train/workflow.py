@@ -8,7 +8,6 @@ import json
 from miqd import layout
 from miqd.config import stage_json
 from miqd.train import files
-from miqd.train.files import evaluated_tasks
 
 
 def runs(config: dict) -> dict[str, dict]:
@@ -17,7 +16,7 @@ def runs(config: dict) -> dict[str, dict]:
 
 def eval_tasks(config: dict) -> list[str]:
     """Every task a table row is computed on: the evaluated ones and the runs' own."""
-    return list(dict.fromkeys([*evaluated_tasks(config), *(r["task"] for r in config["train"]["runs"])]))
+    return list(dict.fromkeys([*files.evaluated_tasks(config), *(r["task"] for r in config["train"]["runs"])]))
 
 
 def params(config: dict, stage: str, run: str | None = None, all_runs: bool = True) -> str:
@@ -46,7 +45,7 @@ def train_inputs(config: dict, run: str) -> list[str]:
 
 
 def evaluate_run_inputs(config: dict, run: str) -> dict:
-    tasks = dict.fromkeys([runs(config)[run]["task"], *evaluated_tasks(config)])
+    tasks = dict.fromkeys([runs(config)[run]["task"], *files.evaluated_tasks(config)])
     return {"model": files.train_outputs(config["outdir"], run)["model"],
             "data": [p for t in tasks for p in task_data(config, t)]}
 
